@@ -1,0 +1,113 @@
+"""Reference networks for compression experiments.
+
+CIFAR ResNet-20/32/56/110 and ResNet-18 (He et al., 2016) and VGG-16 with
+batch norm (Simonyan & Zisserman, 2015), all for 32x32 inputs (28x28 works
+too). Every convolution is a plain :class:`torch.nn.Conv2d` without bias
+followed by batch norm, so the compression code can find and replace them by
+name (``layer1.0.conv1``, ``features.conv3_2``).
+
+Examples
+--------
+>>> from tuckerlab.models import get_model
+>>> model = get_model("resnet20", num_classes=10)
+>>> sum(p.numel() for p in model.parameters())
+269722
+
+References
+----------
+K. He, X. Zhang, S. Ren and J. Sun, "Deep Residual Learning for Image
+Recognition", CVPR 2016.
+
+K. Simonyan and A. Zisserman, "Very Deep Convolutional Networks for
+Large-Scale Image Recognition", ICLR 2015.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .resnet18 import ResNet18, resnet18
+from .resnet_cifar import (
+    BasicBlock,
+    CifarResNet,
+    PadShortcut,
+    resnet20,
+    resnet32,
+    resnet56,
+    resnet110,
+)
+from .vgg import VGG, vgg16_bn
+
+__all__ = [
+    "get_model",
+    "list_models",
+    "CifarResNet",
+    "ResNet18",
+    "VGG",
+    "BasicBlock",
+    "PadShortcut",
+    "resnet20",
+    "resnet32",
+    "resnet56",
+    "resnet110",
+    "resnet18",
+    "vgg16_bn",
+]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet56": resnet56,
+    "resnet110": resnet110,
+    "resnet18": resnet18,
+    "vgg16": vgg16_bn,
+}
+_ALIASES = {"vgg16_bn": "vgg16", "vgg16-bn": "vgg16"}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`get_model` (without aliases).
+
+    Returns
+    -------
+    list of str
+        ``["resnet20", "resnet32", "resnet56", "resnet110", "resnet18",
+        "vgg16"]``.
+    """
+    return list(_REGISTRY)
+
+
+def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kw) -> nn.Module:
+    """Build a freshly initialised network by name.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_models` (case-insensitive); ``"vgg16_bn"`` is an
+        alias of ``"vgg16"``.
+    num_classes : int
+        Outputs of the classifier (10 for CIFAR-10, 100 for CIFAR-100).
+    in_channels : int
+        Channels of the input images (1 for Fashion-MNIST).
+    **kw
+        Passed to the model's constructor, e.g. ``zero_init_residual=True``
+        for the ResNets or ``dropout=0.0`` for VGG.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model, on the CPU, in training mode.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a known model.
+    """
+    key = str(name).lower()
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        accepted = ", ".join(repr(n) for n in [*_REGISTRY, *_ALIASES])
+        raise ValueError(f"unknown model {name!r}; accepted names: {accepted}")
+    return _REGISTRY[key](num_classes=num_classes, in_channels=in_channels, **kw)
