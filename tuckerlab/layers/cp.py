@@ -1,0 +1,226 @@
+"""CP convolution (Lebedev et al., 2015)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._base import FactorizedConv2d
+
+
+def _cp_rank(rank) -> int:
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        return rank
+    raise ValueError(f"CPConv2d rank must be an int, got {rank!r}.")
+
+
+class CPConv2d(FactorizedConv2d):
+    r"""CP convolution: 1x1 (S -> R), depthwise Kh x 1, depthwise 1 x Kw, 1x1 (R -> T).
+
+    The weight is a sum of ``R`` rank-one tensors (canonical polyadic
+    decomposition),
+
+    .. math:: W[t, s, h, w] = \sum_{r=1}^{R} A_{out}[t, r]\, A_{in}[s, r]\, A_h[h, r]\, A_w[w, r],
+
+    which runs as four cheap convolutions (Lebedev et al., 2015): a 1x1
+    convolution to ``R`` channels, a depthwise ``Kh x 1`` and a depthwise
+    ``1 x Kw`` convolution on those channels, and a 1x1 convolution to ``T``.
+    The height stride/padding/dilation go on the ``Kh x 1`` stage and those
+    of width on the ``1 x Kw`` stage. The CP weights (``lambda``) are folded
+    into ``A_out``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    rank : int
+        The CP rank ``R``.
+    stride, padding, dilation, groups, bias, padding_mode
+        As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
+    execution : {"factorized", "reconstructed"}
+    device, dtype
+
+    Attributes
+    ----------
+    factor_out : nn.Parameter, shape ``(T, R)``
+    factor_in : nn.Parameter, shape ``(S, R)``
+    factor_h : nn.Parameter, shape ``(Kh, R)``
+    factor_w : nn.Parameter, shape ``(Kw, R)``
+    bias : nn.Parameter or None
+
+    Notes
+    -----
+    On a 1x1 convolution the depthwise stages are per-channel scalings, so
+    the layer is a rank-``R`` factorisation of the ``T x S`` matrix (as
+    :class:`LowRankLinear`); it is accepted. CP decomposition is computed by
+    alternating least squares and may need more iterations than the default
+    to reach a given accuracy; Lebedev et al. fine-tune afterwards.
+
+    References
+    ----------
+    .. [1] V. Lebedev, Y. Ganin, M. Rakhuba, I. Oseledets, V. Lempitsky,
+       "Speeding-up convolutional neural networks using fine-tuned
+       CP-decomposition", ICLR 2015.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        rank: int,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        execution: str = "factorized",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, execution,
+            device, dtype,
+        )
+        r = _cp_rank(rank)
+        kh, kw = self.kernel_size
+        kw_ = dict(device=device, dtype=dtype)
+        self.factor_out = nn.Parameter(torch.empty(self.out_channels, r, **kw_))
+        self.factor_in = nn.Parameter(torch.empty(self.in_channels, r, **kw_))
+        self.factor_h = nn.Parameter(torch.empty(kh, r, **kw_))
+        self.factor_w = nn.Parameter(torch.empty(kw, r, **kw_))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Random factors whose rebuilt weight has the variance of ``nn.Conv2d``'s default."""
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        self._init_chain(
+            (self.factor_out, self.factor_in, self.factor_h, self.factor_w), self.rank, 1.0 / (3 * fan_in)
+        )
+        self._reset_bias(fan_in)
+
+    @property
+    def rank(self) -> int:
+        """The CP rank ``R``."""
+        return int(self.factor_out.shape[1])
+
+    @classmethod
+    def from_factors(
+        cls,
+        decomposition,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias: torch.Tensor | None = None,
+        padding_mode: str = "zeros",
+        execution: str = "factorized",
+    ) -> "CPConv2d":
+        """Build the layer from a CP decomposition of a ``(T, S, Kh, Kw)`` weight.
+
+        Parameters
+        ----------
+        decomposition : CPTensor or (weights, factors)
+            A :class:`tuckerlab.decompose.CPTensor`, or its ``weights``
+            (``(R,)`` or None) and the four factors ``(T, R)``, ``(S, R)``,
+            ``(Kh, R)``, ``(Kw, R)``.
+        stride, padding, dilation, padding_mode, bias, execution
+            As in :meth:`TuckerConv2d.from_factors`.
+
+        Returns
+        -------
+        CPConv2d
+        """
+        if hasattr(decomposition, "factors"):
+            weights, factors = decomposition.weights, list(decomposition.factors)
+        else:
+            weights, factors = decomposition
+            factors = list(factors)
+        if len(factors) != 4:
+            raise ValueError(f"CPConv2d needs 4 CP factors of a (T, S, Kh, Kw) weight, got {len(factors)}.")
+        a_out, a_in, a_h, a_w = factors
+        if weights is not None:
+            a_out = a_out * weights
+        layer = cls(
+            a_in.shape[0], a_out.shape[0], (a_h.shape[0], a_w.shape[0]), a_out.shape[1],
+            stride=stride, padding=padding, dilation=dilation, bias=bias is not None,
+            padding_mode=padding_mode, execution=execution, device=a_out.device, dtype=a_out.dtype,
+        )
+        with torch.no_grad():
+            layer.factor_out.copy_(a_out)
+            layer.factor_in.copy_(a_in)
+            layer.factor_h.copy_(a_h)
+            layer.factor_w.copy_(a_w)
+        layer._copy_bias(bias)
+        return layer
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, rank: int, execution: str = "factorized", **decompose_kwargs) -> "CPConv2d":
+        """Compress a trained ``nn.Conv2d`` by a CP decomposition of its weight.
+
+        Parameters
+        ----------
+        conv : torch.nn.Conv2d
+            With ``groups=1``.
+        rank : int
+            The CP rank, checked by :func:`tuckerlab.decompose.cp`.
+        execution : {"factorized", "reconstructed"}
+        **decompose_kwargs
+            Passed to :func:`tuckerlab.decompose.cp` (e.g. ``n_iter_max``,
+            ``tol``, ``random_state``).
+
+        Returns
+        -------
+        CPConv2d
+        """
+        cls._check_conv(conv, cls.__name__)
+        from tuckerlab.decompose import cp
+
+        dec = cp(conv.weight.detach(), rank, **decompose_kwargs)
+        return cls.from_factors(dec, **cls._conv_kwargs(conv, execution))
+
+    def reconstruct_weight(self) -> torch.Tensor:
+        return torch.einsum("tr,sr,hr,wr->tshw", self.factor_out, self.factor_in, self.factor_h, self.factor_w)
+
+    def _forward_factorized(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.rank
+        x = F.conv2d(x, self.factor_in.t()[:, :, None, None])
+        x = self._conv_h(x, self.factor_h.t()[:, None, :, None], groups=r)
+        x = self._conv_w(x, self.factor_w.t()[:, None, None, :], groups=r)
+        return F.conv2d(x, self.factor_out[:, :, None, None], self.bias)
+
+    @classmethod
+    def cost(
+        cls, weight_shape, rank, output_hw, input_hw=None, *, stride=1, bias: bool = False
+    ) -> tuple[int, int]:
+        """Parameters and MACs (per image) of a CP layer, without building it.
+
+        MACs are those of ``"factorized"`` execution; ``"reconstructed"``
+        execution costs the dense convolution plus rebuilding the weight.
+
+        Parameters
+        ----------
+        weight_shape : sequence of int
+            ``(T, S, Kh, Kw)`` of the dense layer.
+        rank : int
+        output_hw, input_hw, stride, bias
+            As in :meth:`TuckerConv2d.cost`.
+
+        Returns
+        -------
+        (params, macs) : tuple of int
+            ``params = R (S + Kh + Kw + T) (+ T)``;
+            ``macs = Hi Wi S R + Ho Wi R Kh + Ho Wo R (Kw + T)``.
+        """
+        t, s, kh, kw = (int(d) for d in weight_shape)
+        r = _cp_rank(rank)
+        (ho, wo), (hi, wi) = cls._hw(output_hw, input_hw, stride)
+        params = r * (s + kh + kw + t) + (t if bias else 0)
+        macs = hi * wi * s * r + ho * wi * r * kh + ho * wo * r * (kw + t)
+        return params, macs
+
+
+__all__ = ["CPConv2d"]

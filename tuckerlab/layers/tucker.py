@@ -1,0 +1,255 @@
+"""Tucker-2 convolution (Kim et al., 2016)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._base import FactorizedConv2d
+
+
+def _tucker_rank(rank) -> tuple[int, int]:
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        return (rank, rank)
+    if isinstance(rank, Sequence) and len(rank) == 2:
+        return (int(rank[0]), int(rank[1]))
+    raise ValueError(f"TuckerConv2d rank must be (r_out, r_in) or an int, got {rank!r}.")
+
+
+class TuckerConv2d(FactorizedConv2d):
+    r"""Tucker-2 convolution: 1x1 (S -> r_in), Kh x Kw (r_in -> r_out), 1x1 (r_out -> T).
+
+    The weight ``W`` of shape ``(T, S, Kh, Kw)`` is stored as a Tucker
+    decomposition on its two channel modes,
+
+    .. math:: W = G \times_0 U_{out} \times_1 U_{in},
+
+    with core ``G`` of shape ``(r_out, r_in, Kh, Kw)``, ``U_out`` of shape
+    ``(T, r_out)`` and ``U_in`` of shape ``(S, r_in)``. The spatial modes
+    are not decomposed (they are small). In ``"factorized"`` execution the
+    layer runs as three convolutions; the stride, padding and dilation of the
+    original layer go on the middle one.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        ``S`` and ``T``.
+    kernel_size : int or (int, int)
+    rank : (int, int) or int
+        ``(r_out, r_in)``; an int uses the same rank for both.
+    stride, padding, dilation, groups, bias, padding_mode
+        As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
+    execution : {"factorized", "reconstructed"}
+    device, dtype
+        Where the (randomly initialised) factors are created.
+
+    Attributes
+    ----------
+    core : nn.Parameter, shape ``(r_out, r_in, Kh, Kw)``
+    factor_out : nn.Parameter, shape ``(T, r_out)``
+    factor_in : nn.Parameter, shape ``(S, r_in)``
+    bias : nn.Parameter or None
+
+    Notes
+    -----
+    Parameters: ``S r_in + r_in r_out Kh Kw + r_out T`` (+ ``T`` bias), against
+    ``T S Kh Kw`` for the dense layer. On a 1x1 convolution the layer is a
+    product of three matrices.
+
+    References
+    ----------
+    .. [1] Y.-D. Kim, E. Park, S. Yoo, T. Choi, L. Yang, D. Shin, "Compression
+       of deep convolutional neural networks for fast and low power mobile
+       applications", ICLR 2016.
+    .. [2] L. R. Tucker, "Some mathematical notes on three-mode factor
+       analysis", Psychometrika 31, 1966.
+
+    Examples
+    --------
+    >>> conv = torch.nn.Conv2d(16, 32, 3, padding=1)
+    >>> layer = TuckerConv2d.from_conv(conv, rank=(8, 4))
+    >>> layer.rank
+    (8, 4)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        rank,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        execution: str = "factorized",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, execution,
+            device, dtype,
+        )
+        r_out, r_in = _tucker_rank(rank)
+        kh, kw = self.kernel_size
+        kw_ = dict(device=device, dtype=dtype)
+        self.core = nn.Parameter(torch.empty(r_out, r_in, kh, kw, **kw_))
+        self.factor_out = nn.Parameter(torch.empty(self.out_channels, r_out, **kw_))
+        self.factor_in = nn.Parameter(torch.empty(self.in_channels, r_in, **kw_))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Random factors whose rebuilt weight has the variance of ``nn.Conv2d``'s default."""
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        r_out, r_in = self.rank
+        self._init_chain((self.core, self.factor_out, self.factor_in), r_out * r_in, 1.0 / (3 * fan_in))
+        self._reset_bias(fan_in)
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        """``(r_out, r_in)``."""
+        return (self.core.shape[0], self.core.shape[1])
+
+    # ---------------------------------------------------------- construction
+    @classmethod
+    def from_factors(
+        cls,
+        decomposition,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias: torch.Tensor | None = None,
+        padding_mode: str = "zeros",
+        execution: str = "factorized",
+    ) -> "TuckerConv2d":
+        """Build the layer from a Tucker-2 decomposition of a ``(T, S, Kh, Kw)`` weight.
+
+        Parameters
+        ----------
+        decomposition : TuckerTensor or (core, (U_out, U_in))
+            A :class:`tuckerlab.decompose.TuckerTensor` of the weight with
+            factors on modes 0 and 1 (``None`` on the spatial modes), or the
+            core ``(r_out, r_in, Kh, Kw)`` and the two factors ``(T, r_out)``,
+            ``(S, r_in)``.
+        stride, padding, dilation, padding_mode
+            Hyper-parameters of the convolution, as in :class:`torch.nn.Conv2d`.
+        bias : tensor of shape ``(T,)`` or None
+        execution : {"factorized", "reconstructed"}
+
+        Returns
+        -------
+        TuckerConv2d
+        """
+        if hasattr(decomposition, "core"):
+            core, factors = decomposition.core, list(decomposition.factors)
+            if len(factors) != 4 or any(f is not None for f in factors[2:]):
+                raise ValueError("TuckerConv2d needs a Tucker decomposition of modes (0, 1) of a 4-D weight.")
+            u_out, u_in = factors[0], factors[1]
+        else:
+            core, (u_out, u_in) = decomposition
+        if core.ndim != 4:
+            raise ValueError(f"Tucker-2 core must be 4-D (r_out, r_in, Kh, Kw), got shape {tuple(core.shape)}.")
+        r_out, r_in, kh, kw = core.shape
+        layer = cls(
+            u_in.shape[0],
+            u_out.shape[0],
+            (kh, kw),
+            (r_out, r_in),
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            bias=bias is not None,
+            padding_mode=padding_mode,
+            execution=execution,
+            device=core.device,
+            dtype=core.dtype,
+        )
+        with torch.no_grad():
+            layer.core.copy_(core)
+            layer.factor_out.copy_(u_out)
+            layer.factor_in.copy_(u_in)
+        layer._copy_bias(bias)
+        return layer
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, rank, execution: str = "factorized", **decompose_kwargs) -> "TuckerConv2d":
+        """Compress a trained ``nn.Conv2d`` by a Tucker-2 decomposition of its weight.
+
+        Parameters
+        ----------
+        conv : torch.nn.Conv2d
+            With ``groups=1``.
+        rank : (int, int) or int
+            ``(r_out, r_in)``; checked by :func:`tuckerlab.decompose.tucker`.
+        execution : {"factorized", "reconstructed"}
+        **decompose_kwargs
+            Passed to :func:`tuckerlab.decompose.tucker` (``method``,
+            ``n_iter_max``, ``tol``, ``random_state``).
+
+        Returns
+        -------
+        TuckerConv2d
+        """
+        cls._check_conv(conv, cls.__name__)
+        from tuckerlab.decompose import tucker
+
+        dec = tucker(conv.weight.detach(), rank, modes=(0, 1), **decompose_kwargs)
+        return cls.from_factors(dec, **cls._conv_kwargs(conv, execution))
+
+    # --------------------------------------------------------------- compute
+    def reconstruct_weight(self) -> torch.Tensor:
+        return torch.einsum("abhw,ta,sb->tshw", self.core, self.factor_out, self.factor_in)
+
+    def _forward_factorized(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, self.factor_in.t()[:, :, None, None])
+        x = self._pad(x, True, True)
+        x = F.conv2d(x, self.core, None, self.stride, self._conv_pad, self.dilation)
+        return F.conv2d(x, self.factor_out[:, :, None, None], self.bias)
+
+    @classmethod
+    def cost(
+        cls, weight_shape, rank, output_hw, input_hw=None, *, stride=1, bias: bool = False
+    ) -> tuple[int, int]:
+        """Parameters and MACs (per image) of a Tucker-2 layer, without building it.
+
+        MACs are those of ``"factorized"`` execution; ``"reconstructed"``
+        execution costs the dense convolution plus rebuilding the weight.
+
+        Parameters
+        ----------
+        weight_shape : sequence of int
+            ``(T, S, Kh, Kw)`` of the dense layer.
+        rank : (int, int) or int
+            ``(r_out, r_in)``.
+        output_hw : (int, int)
+            Spatial size of the layer's output.
+        input_hw : (int, int), optional
+            Spatial size of its input (the first 1x1 convolution runs there);
+            by default ``output_hw`` times ``stride``.
+        stride : int or (int, int), default 1
+            Used only to infer ``input_hw``.
+        bias : bool, default False
+            Count the ``T`` bias parameters.
+
+        Returns
+        -------
+        (params, macs) : tuple of int
+            ``params = S r_in + r_out r_in Kh Kw + T r_out (+ T)``;
+            ``macs = Hi Wi S r_in + Ho Wo (r_in r_out Kh Kw + r_out T)``.
+        """
+        t, s, kh, kw = (int(d) for d in weight_shape)
+        r_out, r_in = _tucker_rank(rank)
+        (ho, wo), (hi, wi) = cls._hw(output_hw, input_hw, stride)
+        params = s * r_in + r_out * r_in * kh * kw + t * r_out + (t if bias else 0)
+        macs = hi * wi * s * r_in + ho * wo * (r_in * r_out * kh * kw + r_out * t)
+        return params, macs
+
+
+__all__ = ["TuckerConv2d"]
