@@ -1,0 +1,339 @@
+"""The ``tuckerlab`` command: train, compress, evaluate and inspect models.
+
+Every sub-command that produces numbers writes ``results.json`` (the numbers
+and their provenance, see :mod:`tuckerlab.results`) into its output folder.
+
+Examples
+--------
+.. code-block:: bash
+
+    tuckerlab train    --model resnet20 --data cifar10-subset --epochs 15 --out runs/r20
+    tuckerlab compress runs/r20/model.pt --method tucker2 --rank evbmf --finetune-epochs 5
+    tuckerlab evaluate runs/r20-tucker2/model.pt
+    tuckerlab info     --model resnet56
+    tuckerlab demo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+def _rank_help() -> str:
+    from tuckerlab.rank.spec import SPEC_HELP
+
+    return "rank rule: " + SPEC_HELP
+
+
+def _device(name: str | None):
+    import torch
+
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _print_json(payload: dict) -> None:
+    print(json.dumps(payload, indent=2))
+
+
+def _train_kwargs(args: argparse.Namespace, epochs: int, lr: float) -> dict[str, Any]:
+    return dict(
+        epochs=epochs,
+        lr=lr,
+        batch_size=args.batch_size,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        seed=args.seed,
+        device=_device(args.device),
+        compile=args.compile,
+        progress=not args.no_progress,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+    )
+
+
+def _model_summary(model, input_size) -> dict[str, int]:
+    from tuckerlab.metrics import count_macs, count_params
+
+    return {"params": count_params(model), "macs": count_macs(model, input_size)}
+
+
+def _compression_spec(report) -> dict[str, Any]:
+    return {"method": report.method, "ranks": {row.name: row.rank for row in report.rows}}
+
+
+# ----------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model from scratch and save ``model.pt`` and ``results.json``."""
+    import torch
+
+    from tuckerlab.data import load_dataset
+    from tuckerlab.models import get_model
+    from tuckerlab.results import Stopwatch, provenance, write_results
+    from tuckerlab.serialization import save_model
+    from tuckerlab.train import evaluate, fit
+
+    out = Path(args.out or f"runs/{args.model}-{args.data}")
+    data = load_dataset(args.data, root=args.data_root)
+    torch.manual_seed(args.seed)
+    model = get_model(args.model, num_classes=data.num_classes, in_channels=data.image_shape[0])
+    kwargs = _train_kwargs(args, args.epochs, args.lr)
+    with Stopwatch() as clock:
+        history = fit(model, data, checkpoint_dir=out / "checkpoints", resume=not args.restart, **kwargs)
+    test = evaluate(model, data, device=kwargs["device"])
+    summary = _model_summary(model, data.image_shape)
+    save_model(out / "model.pt", model, arch=args.model, num_classes=data.num_classes,
+               in_channels=data.image_shape[0], extra={"dataset": args.data, **summary})
+    results = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], **summary,
+               "history": history.to_dict()}
+    prov = provenance(dataset=args.data, model=args.model, seed=args.seed, device=kwargs["device"],
+                      wall_time_s=clock.seconds, command="train", epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, schedule=args.schedule)
+    path = write_results(out, results, prov)
+    print(f"{args.model} on {args.data}: test accuracy {100 * test['accuracy']:.2f}% "
+          f"({summary['params']:,} params, {summary['macs'] / 1e6:.2f}M MACs), "
+          f"{clock.seconds:.0f} s on {prov['device_name']}")
+    print(f"model: {out / 'model.pt'}   results: {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a saved model on a data set's test split."""
+    from tuckerlab.data import load_dataset
+    from tuckerlab.results import Stopwatch, provenance, write_results
+    from tuckerlab.serialization import load_model
+    from tuckerlab.train import evaluate
+
+    model, info = load_model(args.model_file)
+    dataset = args.data or info["extra"].get("dataset") or "cifar10-subset"
+    data = load_dataset(dataset, root=args.data_root)
+    device = _device(args.device)
+    with Stopwatch() as clock:
+        test = evaluate(model, data, device=device)
+    summary = _model_summary(model, data.image_shape)
+    out = Path(args.out) if args.out else Path(args.model_file).parent / f"evaluate-{dataset}"
+    prov = provenance(dataset=dataset, model=info["arch"], device=device, wall_time_s=clock.seconds,
+                      command="evaluate", model_file=str(args.model_file))
+    path = write_results(out, {"test_accuracy": test["accuracy"], "test_loss": test["loss"], **summary,
+                               "compression": info["compression"]}, prov)
+    print(f"{args.model_file}: test accuracy {100 * test['accuracy']:.2f}% on {dataset} "
+          f"({summary['params']:,} params, {summary['macs'] / 1e6:.2f}M MACs)   results: {path}")
+    return 0
+
+
+def _compress_and_finetune(model, info: dict, data, args: argparse.Namespace, out: Path, dataset: str) -> dict:
+    """Run the classic pipeline, save the model and ``results.json``; shared by ``compress`` and ``demo``."""
+    from tuckerlab.pipeline import compress_and_finetune
+    from tuckerlab.results import provenance, write_results
+    from tuckerlab.serialization import save_model
+
+    kwargs = _train_kwargs(args, args.finetune_epochs, args.lr)
+    kwargs["finetune_epochs"] = kwargs.pop("epochs")
+    result = compress_and_finetune(model, data, args.method, args.rank, include_linear=args.include_linear,
+                                   checkpoint_dir=out / "checkpoints", resume=not args.restart, **kwargs)
+    save_model(out / "model.pt", result.model, arch=info["arch"], num_classes=info["num_classes"],
+               in_channels=info["in_channels"], compression=_compression_spec(result.report),
+               extra={"dataset": dataset})
+    prov = provenance(dataset=dataset, model=info["arch"], seed=args.seed, device=kwargs["device"],
+                      wall_time_s=result.seconds, command=args.command, method=args.method, rank=args.rank,
+                      finetune_epochs=args.finetune_epochs, lr=args.lr)
+    path = write_results(out, result.to_dict(), prov)
+    print(result.report)
+    print(result.summary())
+    print(f"model: {out / 'model.pt'}   results: {path}")
+    return result.to_dict()
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    """Factorize a saved model with a rank rule, optionally fine-tune, save."""
+    from tuckerlab.data import load_dataset
+    from tuckerlab.serialization import load_model
+
+    model, info = load_model(args.model_file)
+    if info["compression"] is not None:
+        raise SystemExit(f"{args.model_file} is already factorized ({info['compression']['method']}); "
+                         "compress the dense model it came from")
+    dataset = args.data or info["extra"].get("dataset") or "cifar10-subset"
+    data = load_dataset(dataset, root=args.data_root)
+    out = Path(args.out) if args.out else Path(args.model_file).parent.with_name(
+        Path(args.model_file).parent.name + f"-{args.method}")
+    _compress_and_finetune(model, info, data, args, out, dataset)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Per-layer parameters and MACs of an architecture or a saved model."""
+    from tuckerlab.metrics import count_macs, count_params, layer_macs
+    from tuckerlab.models import get_model
+    from tuckerlab.serialization import load_model
+
+    if args.model_file:
+        model, info = load_model(args.model_file)
+        name = f"{info['arch']} ({args.model_file})"
+    elif args.model:
+        model = get_model(args.model, num_classes=args.num_classes, in_channels=args.input_size[0])
+        name = args.model
+    else:
+        raise SystemExit("tuckerlab info: give --model NAME or a model file")
+    input_size = tuple(args.input_size)
+    macs = layer_macs(model, input_size)
+    modules = dict(model.named_modules())
+    rows = []
+    for layer, m in macs.items():
+        module = modules.get(layer)
+        params = sum(p.numel() for p in module.parameters(recurse=False)) if module is not None else 0
+        weight = getattr(module, "weight", None)
+        shape = "x".join(map(str, weight.shape)) if weight is not None else ""
+        rows.append({"layer": layer, "type": type(module).__name__, "weight": shape, "params": params, "macs": m})
+    total = {"params": count_params(model), "macs": count_macs(model, input_size)}
+    if args.json:
+        _print_json({"model": name, "input_size": list(input_size), "layers": rows, "total": total})
+        return 0
+    width = max(len(r["layer"]) for r in rows) if rows else 5
+    print(f"{name}: MACs per image of size {input_size}")
+    print(f"{'layer':<{width}}  {'type':<16} {'weight':<14} {'params':>10} {'MACs':>14}")
+    for r in rows:
+        print(f"{r['layer']:<{width}}  {r['type']:<16} {r['weight']:<14} {r['params']:>10,} {r['macs']:>14,}")
+    print(f"{'total':<{width}}  {'':<16} {'':<14} {total['params']:>10,} {total['macs']:>14,}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train ResNet-20 on the offline CIFAR-10 subset, compress it, fine-tune, report."""
+    from tuckerlab.data import load_dataset
+    from tuckerlab.models import get_model
+    from tuckerlab.results import Stopwatch
+    from tuckerlab.train import fit
+    import torch
+
+    data = load_dataset(args.data, root=args.data_root)
+    out = Path(args.out)
+    torch.manual_seed(args.seed)
+    model = get_model(args.model, num_classes=data.num_classes, in_channels=data.image_shape[0])
+    print(f"[1/2] training {args.model} on {args.data} ({len(data.y_train):,} train / "
+          f"{len(data.y_test):,} test images) for {args.epochs} epochs")
+    with Stopwatch() as clock:
+        history = fit(model, data, checkpoint_dir=out / "dense" / "checkpoints", resume=not args.restart,
+                      **_train_kwargs(args, args.epochs, args.lr))
+    print(f"dense test accuracy {100 * history.test_acc[-1]:.2f}% after {clock.seconds:.0f} s of training")
+    print(f"[2/2] compressing with {args.method}, rank {args.rank!r}, fine-tuning {args.finetune_epochs} epochs")
+    info = {"arch": args.model, "num_classes": data.num_classes, "in_channels": data.image_shape[0]}
+    finetune = argparse.Namespace(**{**vars(args), "lr": args.finetune_lr})
+    _compress_and_finetune(model, info, data, finetune, out / args.method, args.data)
+    return 0
+
+
+# ----------------------------------------------------------------- parser
+def _add_training_options(p: argparse.ArgumentParser, epochs: int, lr: float, epochs_flag: str = "--epochs") -> None:
+    g = p.add_argument_group("training")
+    g.add_argument(epochs_flag, type=int, default=epochs, help=f"epochs (default {epochs})")
+    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--schedule", default="onecycle",
+                   help="cosine, step, onecycle, constant or exp_cyclic (default onecycle)")
+    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--restart", action="store_true",
+                   help="ignore an existing checkpoint in the output folder instead of resuming from it")
+    g.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--data-root", default=None, help="data cache folder (default $TUCKERLAB_DATA or ~/.cache/tuckerlab)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_compression_options(p: argparse.ArgumentParser, rank: str) -> None:
+    p.add_argument("--method", default="tucker2", choices=["tucker2", "tt", "tt_tucker", "cp"],
+                   help="factorization of the convolutions (default tucker2)")
+    p.add_argument("--rank", default=rank, help=_rank_help() + f" (default {rank!r})")
+    p.add_argument("--include-linear", action="store_true", help="also factorize linear layers (SVD)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tuckerlab`` command."""
+    from tuckerlab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tuckerlab",
+        description="Compress convolutional networks by tensor decomposition.",
+    )
+    parser.add_argument("--version", action="version", version=f"tuckerlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from scratch", description=cmd_train.__doc__)
+    p.add_argument("--model", default="resnet20", help="architecture (see `tuckerlab info --list`)")
+    p.add_argument("--data", default="cifar10-subset", help="data set (default cifar10-subset, offline)")
+    p.add_argument("--out", default=None, help="output folder (default runs/MODEL-DATA)")
+    _add_training_options(p, epochs=15, lr=0.2)
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compress", help="factorize a trained model, optionally fine-tune",
+                       description=cmd_compress.__doc__)
+    p.add_argument("model_file", help="model.pt written by `tuckerlab train`")
+    p.add_argument("--data", default=None, help="data set (default: the one the model was trained on)")
+    p.add_argument("--out", default=None, help="output folder (default: next to the model, suffixed by the method)")
+    _add_compression_options(p, rank="evbmf")
+    _add_training_options(p, epochs=0, lr=0.01, epochs_flag="--finetune-epochs")
+    _add_common(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a saved model", description=cmd_evaluate.__doc__)
+    p.add_argument("model_file")
+    p.add_argument("--data", default=None, help="data set (default: the one the model was trained on)")
+    p.add_argument("--out", default=None, help="output folder for results.json")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("info", help="per-layer parameters and MACs", description=cmd_info.__doc__)
+    p.add_argument("model_file", nargs="?", help="a saved model (or use --model)")
+    p.add_argument("--model", default=None, help="an architecture name")
+    p.add_argument("--list", action="store_true", help="list the architectures and data sets")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--input-size", type=int, nargs=3, default=(3, 32, 32), metavar=("C", "H", "W"))
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="train, compress and fine-tune ResNet-20 on the offline CIFAR-10 subset",
+                       description=cmd_demo.__doc__)
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--data", default="cifar10-subset")
+    p.add_argument("--out", default="runs/demo")
+    _add_compression_options(p, rank="params:0.5")
+    _add_training_options(p, epochs=15, lr=0.2)
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--finetune-lr", type=float, default=0.02)
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tuckerlab`` and ``python -m tuckerlab``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "info" and args.list:
+        from tuckerlab.data import list_datasets
+        from tuckerlab.models import list_models
+
+        print("models:  " + ", ".join(list_models()))
+        print("data:    " + ", ".join(list_datasets()))
+        return 0
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"tuckerlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
