@@ -119,7 +119,7 @@ def layer_macs(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dic
     dict of str to int
         Qualified module name (as in ``model.named_modules()``) to MACs, in
         the order the modules first run. Leaf modules are modules without
-        children (a factorized layer is one leaf); modules that do no counted
+        children, and factorized layers (:mod:`tuckerlab.layers`) as wholes; modules that do no counted
         work (BatchNorm, ReLU, pooling) appear with 0. A module called several
         times is summed. Work done outside leaf modules (functional calls in a
         ``forward``) is in :func:`count_macs` only.
@@ -141,8 +141,17 @@ def layer_macs(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dic
             result[name] = result.get(name, 0) + (counter.get_total_flops() - start) // 2
         return hook
 
+    from tuckerlab.layers import FactorizedModule
+
+    # A factorized layer counts as one leaf even though it holds containers
+    # (ParameterList) of its factors; nothing below it is hooked.
+    factorized: list[str] = []
     for name, module in model.named_modules():
-        if next(module.children(), None) is None:
+        if any(name.startswith(prefix + ".") for prefix in factorized):
+            continue
+        if isinstance(module, FactorizedModule):
+            factorized.append(name)
+        if isinstance(module, FactorizedModule) or next(module.children(), None) is None:
             handles.append(module.register_forward_pre_hook(pre_hook(name)))
             handles.append(module.register_forward_hook(post_hook(name)))
     try:

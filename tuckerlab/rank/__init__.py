@@ -19,7 +19,7 @@ Tucker-2, ``(r1, r2, r3)`` for TT, ``((r_out, r_in), (r1, r2, r3))`` for
 TT-Tucker, an int for CP and low-rank linear layers.
 """
 
-from .bayesopt import BayesOptResult, GlobalFactorResult, bayesopt_global_factor, bayesopt_ranks
+from .bayesopt import BayesOptResult, GlobalFactorResult, bayesopt_global_factor, bayesopt_ranks, scale_rank
 from .budget import BudgetResult, solve_budget
 from .evbmf import EVBMFResult, evb_tau, evb_threshold, evbmf
 from .spec import SPEC_HELP, from_spec
@@ -48,6 +48,7 @@ __all__ = [
     "canonical_method",
     "METHODS",
     "solve_budget",
+    "scale_rank",
     "BudgetResult",
     "bayesopt_ranks",
     "bayesopt_global_factor",

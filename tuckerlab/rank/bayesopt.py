@@ -44,7 +44,7 @@ from torch import nn
 from ._layers import select_layers
 from .rules import _tt_feasible, canonical_method, evbmf_rule, fixed_ratio
 
-__all__ = ["BayesOptResult", "GlobalFactorResult", "bayesopt_ranks", "bayesopt_global_factor"]
+__all__ = ["BayesOptResult", "GlobalFactorResult", "bayesopt_ranks", "bayesopt_global_factor", "scale_rank"]
 
 
 @dataclass
@@ -336,8 +336,28 @@ def _scale(rank, factor: float, min_rank: int):
     return max(min_rank, int(round(factor * rank)))
 
 
-def _scaled_rank(module: nn.Module, method: str, base, factor: float, min_rank: int):
-    """``base`` scaled by ``factor`` and made valid for the layer."""
+def scale_rank(module: nn.Module, method: str, base, factor: float, min_rank: int = 1):
+    """A layer's rank ``base`` scaled by ``factor`` and made valid for the layer.
+
+    Parameters
+    ----------
+    module : nn.Conv2d or nn.Linear
+        The layer the rank is for (its shape bounds TT ranks).
+    method : str
+        Canonical method name (see :func:`~tuckerlab.rank.canonical_method`).
+    base : rank
+        The rank in the method's format.
+    factor : float
+        Multiplier of every rank (rounded, at least ``min_rank``).
+    min_rank : int
+        Lower bound for every rank.
+
+    Returns
+    -------
+    rank
+        The scaled rank; TT ranks are lowered where needed so that TT-SVD of
+        the layer's weight accepts them.
+    """
     rank = _scale(base, factor, min_rank)
     if isinstance(module, nn.Linear) or method in ("tucker", "cp", "lowrank"):
         return rank
@@ -466,7 +486,7 @@ def bayesopt_global_factor(
     modules = {n: modules[n] for n in base_ranks}
 
     def ranks_for(f: float) -> dict:
-        return {n: _scaled_rank(modules[n], method, base_ranks[n], f, min_rank) for n in base_ranks}
+        return {n: scale_rank(modules[n], method, base_ranks[n], f, min_rank) for n in base_ranks}
 
     cache: dict = {}
 
