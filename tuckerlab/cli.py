@@ -228,6 +228,140 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lc(args: argparse.Namespace) -> int:
+    """Compress by the LC algorithm (classic, from a trained model) or TT-LC (from scratch), save, report."""
+    import torch
+
+    from tuckerlab.data import load_dataset
+    from tuckerlab.methods import lc_compress, tt_lc
+    from tuckerlab.models import get_model
+    from tuckerlab.projection import Projector
+    from tuckerlab.rank.spec import from_spec
+    from tuckerlab.results import provenance, write_results
+    from tuckerlab.serialization import load_model, save_model
+
+    variant = args.variant
+    tt = variant == "tt-lc"
+    method = args.method or ("tt_tucker" if tt else "tucker2")
+    if tt and method != "tt_tucker":
+        raise ValueError(f"tt-lc compresses with TT-Tucker (--method tt_tucker), got --method {method}")
+    if args.target_params is not None and args.rank is not None:
+        raise ValueError("give --target-params or --rank, not both")
+    if args.model_file:
+        if tt or args.from_scratch:
+            raise ValueError(f"{variant} {'trains from scratch' if tt else 'with --from-scratch'}: "
+                             "give --model ARCH instead of a model file")
+        model, info = load_model(args.model_file)
+        if info["compression"] is not None:
+            raise SystemExit(f"{args.model_file} is already factorized ({info['compression']['method']}); "
+                             "compress the dense model it came from")
+        arch = info["arch"]
+        dataset = args.data or info["extra"].get("dataset") or "cifar10-subset"
+    else:
+        if not (tt or args.from_scratch):
+            raise ValueError("lc starts from a trained model: give its model.pt (or --from-scratch with --model)")
+        arch, dataset = args.model, args.data or "cifar10-subset"
+    data = load_dataset(dataset, root=args.data_root)
+    if not args.model_file:
+        torch.manual_seed(args.seed)
+        model = get_model(arch, num_classes=data.num_classes, in_channels=data.image_shape[0])
+        info = {"arch": arch, "num_classes": data.num_classes, "in_channels": data.image_shape[0]}
+    out = Path(args.out) if args.out else (
+        Path(args.model_file).parent.with_name(Path(args.model_file).parent.name + f"-{variant}-{method}")
+        if args.model_file else Path(f"runs/{arch}-{dataset}-{variant}"))
+    input_size = tuple(data.image_shape)
+    common = dict(
+        batch_size=args.batch_size, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        seed=args.seed, device=_device(args.device), compile=args.compile, progress=not args.no_progress,
+        max_steps_per_epoch=args.max_steps_per_epoch, checkpoint_dir=out / "checkpoints", resume=not args.restart,
+        finetune_epochs=args.finetune_epochs, mu0=args.mu0, mu_growth=args.mu_growth,
+        execution="factorized",
+    )
+    if args.finetune_lr is not None:
+        common["finetune_lr"] = args.finetune_lr
+    if args.hooi_iters is not None:
+        common["projection_options"] = {"n_iter_max": args.hooi_iters}
+    for key in ("steps", "epochs_per_step", "lr", "warmup_epochs"):
+        if getattr(args, key) is not None:
+            common["n_steps" if key == "steps" else key] = getattr(args, key)
+    if args.schedule is not None:
+        common["schedule"] = args.schedule
+    if tt:
+        result = tt_lc(model, data, target_params_ratio=args.target_params, ranks=args.rank,
+                       rank_update=args.rank_update, n_trials=args.bo_trials, include_linear=args.include_linear,
+                       **common)
+    else:
+        spec = args.rank if args.rank is not None else f"params:{args.target_params or 0.5}"
+        rank = from_spec(spec, model=model, method=method, input_size=input_size)
+        specs = Projector.from_rank(model, method, rank, input_size=input_size, include_linear=args.include_linear)
+        common.setdefault("n_steps", 50)
+        common.setdefault("epochs_per_step", 15)
+        result = lc_compress(model, data, specs, from_scratch=args.from_scratch, **common)
+    save_model(out / "model.pt", result.model, arch=info["arch"], num_classes=info["num_classes"],
+               in_channels=info["in_channels"], compression=_compression_spec(result.report),
+               extra={"dataset": dataset, "variant": variant})
+    prov = provenance(dataset=dataset, model=arch, seed=args.seed, device=common["device"],
+                      wall_time_s=result.seconds, command=args.command, variant=variant, method=method,
+                      target_params=args.target_params, rank=args.rank,
+                      model_file=str(args.model_file) if args.model_file else None,
+                      **{k: v for k, v in common.items() if k not in ("device", "checkpoint_dir", "progress", "seed")})
+    path = write_results(out, result.to_dict(), prov)
+    print(result.report)
+    print(result.summary())
+    print(f"model: {out / 'model.pt'}   results: {path}")
+    return 0
+
+
+def _add_lc_parsers(sub) -> None:
+    """The ``lc`` and ``tt-lc`` sub-commands (one function, two defaults)."""
+    for name, variant, help_ in (
+        ("lc", "lc", "compress by the LC algorithm (Idelbayev & Carreira-Perpinan 2020)"),
+        ("tt-lc", "tt-lc", "TT-LC: LC from scratch with TT-Tucker and double Bayesian ranks (Liu et al. 2024)"),
+    ):
+        p = sub.add_parser(name, help=help_, description=cmd_lc.__doc__)
+        p.add_argument("model_file", nargs="?", help="model.pt of a trained dense model (classic LC)")
+        p.add_argument("--variant", choices=["lc", "tt-lc"], default=variant, help=f"default {variant}")
+        p.add_argument("--model", default="resnet32", help="architecture when starting from scratch (default resnet32)")
+        p.add_argument("--data", default=None, help="data set (default: the model's, else cifar10-subset)")
+        p.add_argument("--out", default=None, help="output folder")
+        p.add_argument("--from-scratch", action="store_true", help="lc: start from a fresh --model, not a trained one")
+        g = p.add_argument_group("compression")
+        g.add_argument("--method", default=None, choices=["tucker2", "tt", "tt_tucker", "cp"],
+                       help="C-step format (default tucker2 for lc, tt_tucker for tt-lc)")
+        g.add_argument("--target-params", type=float, default=None,
+                       help="whole-model parameter ratio to keep, e.g. 0.3 (lc: ranks by solve_budget; "
+                            "tt-lc: the target of the Bayesian global factor)")
+        g.add_argument("--rank", default=None, help=_rank_help() + " (lc default: params:0.5)")
+        g.add_argument("--include-linear", action="store_true", help="also compress linear layers (low rank)")
+        g.add_argument("--rank-update", default="fixed", choices=["fixed", "shrink"],
+                       help="tt-lc: keep the ranks chosen after warm-up, or re-estimate and shrink them at each C-step")
+        g.add_argument("--bo-trials", type=int, default=20, help="tt-lc: Bayesian-optimisation trials (default 20)")
+        g = p.add_argument_group("LC")
+        g.add_argument("--steps", type=int, default=None, help="L-steps (default 50 for lc, 40 for tt-lc)")
+        g.add_argument("--epochs-per-step", type=int, default=None, help="epochs per L-step (default 15 / 5)")
+        g.add_argument("--warmup-epochs", type=int, default=None,
+                       help="plain-training epochs before the ranks and the first C-step (default 0 / epochs-per-step)")
+        g.add_argument("--mu0", type=float, default=1e-3, help="first penalty weight (default 1e-3)")
+        g.add_argument("--mu-growth", type=float, default=1.25, help="mu multiplier per L-step (default 1.25)")
+        g.add_argument("--hooi-iters", type=int, default=None,
+                       help="cap on the HOOI sweeps of each C-step (default: the decomposition's, up to 100)")
+        g = p.add_argument_group("training")
+        g.add_argument("--lr", type=float, default=None, help="peak L-step learning rate (default 7e-4 / 0.1)")
+        g.add_argument("--schedule", default=None,
+                       help="L-step schedule (default: x0.99 per epoch restarted each L-step for lc, exp_cyclic for tt-lc)")
+        g.add_argument("--batch-size", type=int, default=128)
+        g.add_argument("--weight-decay", type=float, default=5e-4)
+        g.add_argument("--label-smoothing", type=float, default=0.0)
+        g.add_argument("--finetune-epochs", type=int, default=0)
+        g.add_argument("--finetune-lr", type=float, default=None)
+        g.add_argument("--seed", type=int, default=0)
+        g.add_argument("--compile", action="store_true", help="torch.compile the model")
+        g.add_argument("--restart", action="store_true", help="ignore existing checkpoints instead of resuming")
+        g.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+        _add_common(p)
+        p.set_defaults(func=cmd_lc)
+
+
 # ----------------------------------------------------------------- parser
 def _add_training_options(p: argparse.ArgumentParser, epochs: int, lr: float, epochs_flag: str = "--epochs") -> None:
     g = p.add_argument_group("training")
@@ -314,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-lr", type=float, default=0.02)
     _add_common(p)
     p.set_defaults(func=cmd_demo)
+
+    _add_lc_parsers(sub)
     return parser
 
 

@@ -1,0 +1,713 @@
+r"""The learning-compression (LC) algorithm as hooks on the training engine.
+
+LC (Carreira-Perpinan, 2017) compresses a network by solving
+
+.. math:: \min_{W, \Theta} L(W) \quad \text{s.t.} \quad W = \Delta(\Theta)
+
+with a quadratic penalty whose weight ``mu`` grows along a path
+``mu_0 < mu_1 < ...``. For each ``mu`` it alternates
+
+- the **L-step**: SGD on ``L(W) + mu/2 ||W - Delta(Theta)||^2`` with
+  ``Theta`` fixed (the penalty is :meth:`LCCallback.penalty`, added to the loss
+  by :func:`tuckerlab.train.fit`);
+- the **C-step**: ``Theta = argmin ||W - Delta(Theta)||^2``, the projection
+  of the current weights onto the compressed format
+  (:mod:`tuckerlab.projection`), at the end of each L-step;
+
+then ``mu *= growth``. Before the first L-step, ``Theta`` is the projection
+of the starting weights (the "direct compression"). The compressed model is
+the last ``Delta(Theta)``, built with factorized layers. Low-rank LC
+(Idelbayev & Carreira-Perpinan, 2020) uses ``mu_0 = 1e-3``, growth 1.25,
+50 L-steps of 15 epochs with lr ``7e-4 * 0.99^epoch`` restarted at every
+L-step, Nesterov momentum 0.9, from a trained reference model.
+
+:class:`LCCallback` is the algorithm; :func:`lc_compress` runs it with one
+call of :func:`tuckerlab.train.fit` and returns the compressed model.
+
+References
+----------
+M. A. Carreira-Perpinan, "Model compression as constrained optimization, with
+application to neural nets. Part I: general framework", arXiv:1707.01209, 2017.
+
+M. A. Carreira-Perpinan and Y. Idelbayev, "'Learning-compression' algorithms
+for neural net pruning", CVPR 2018.
+
+Y. Idelbayev and M. A. Carreira-Perpinan, "Low-rank compression of neural
+nets: learning the rank of each layer", CVPR 2020.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from tuckerlab.projection import Projector, to_factorized
+from tuckerlab.train import Callback, History, IncompatibleCheckpointError, evaluate, fit, make_schedule
+
+__all__ = ["LCCallback", "LCResult", "LStepSchedule", "lc_compress", "RANK_UPDATES"]
+
+#: How ranks may change at the C-steps after the first.
+RANK_UPDATES = ("fixed", "shrink")
+
+
+def _check_positive_int(value, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _check_mu(mu0, mu_growth) -> tuple[float, float]:
+    try:
+        mu0_, growth_ = float(mu0), float(mu_growth)
+    except (TypeError, ValueError):
+        raise ValueError(f"mu0 and mu_growth must be numbers, got mu0={mu0!r}, mu_growth={mu_growth!r}") from None
+    if not (mu0_ > 0 and math.isfinite(mu0_)):
+        raise ValueError(f"mu0 must be a finite number > 0 (the first penalty weight), got {mu0!r}")
+    if not (growth_ >= 1 and math.isfinite(growth_)):
+        raise ValueError(f"mu_growth must be a finite number >= 1 (mu never decreases in LC), got {mu_growth!r}")
+    return mu0_, growth_
+
+
+def _shrink(old, new):
+    """Elementwise minimum of two ranks of the same form (nested tuples or ints)."""
+    if isinstance(old, (tuple, list)):
+        return tuple(_shrink(a, b) for a, b in zip(old, new))
+    return min(int(old), int(new))
+
+
+def _describe(obj) -> str | None:
+    """A description of ``obj`` that is the same in every process (no memory addresses)."""
+    if obj is None:
+        return None
+    text = repr(obj)
+    return type(obj).__qualname__ if " at 0x" in text else text
+
+
+class LStepSchedule:
+    """A learning-rate schedule restarted at every L-step.
+
+    ``factor(step) = inner((step - offset) mod period)`` from step ``offset``
+    on (the first L-step), and ``inner(step mod period)`` before it (the
+    warm-up epochs, if any). Low-rank LC (Idelbayev & Carreira-Perpinan,
+    2020) decays the rate by 0.99 per epoch and restarts the decay at every
+    L-step: ``inner`` is then a :class:`~tuckerlab.train.schedules.StepDecay`
+    with a milestone every epoch.
+
+    Parameters
+    ----------
+    inner : callable
+        ``inner(step_in_l_step) -> factor``, e.g. from
+        :func:`tuckerlab.train.make_schedule` built for one L-step.
+    period : int
+        Steps per L-step (``epochs_per_step * steps_per_epoch``).
+    offset : int
+        Steps before the first L-step (warm-up).
+
+    Notes
+    -----
+    Only plain values live in the instance ``__dict__`` (the LR scheduler
+    saves it in checkpoints, which are loaded with ``weights_only=True``);
+    ``inner`` is kept in a slot and described in ``repr`` so that a changed
+    schedule is caught when a run is resumed.
+    """
+
+    __slots__ = ("_inner", "__dict__")
+
+    def __init__(self, inner: Callable[[int], float], period: int, offset: int = 0):
+        self._inner = inner
+        self.period = _check_positive_int(int(period), "period")
+        self.offset = _check_positive_int(int(offset), "offset", 0)
+        self.inner = repr(inner)
+
+    def __call__(self, step: int) -> float:
+        s = step - self.offset if step >= self.offset else step
+        return self._inner(s % self.period)
+
+    def __repr__(self) -> str:
+        return f"LStepSchedule({self.inner}, period={self.period}, offset={self.offset})"
+
+
+class LCCallback(Callback):
+    r"""The LC algorithm as a :class:`~tuckerlab.train.Callback` of :func:`~tuckerlab.train.fit`.
+
+    Epochs ``0 .. warmup_epochs - 1`` are plain training (no penalty). Then:
+    the initial C-step (``Theta`` = projection of the current weights, and
+    the ranks chosen by ``rank_selector`` if given), followed by L-steps of
+    ``epochs_per_step`` epochs each, with the penalty
+    ``mu/2 sum_l ||W_l - Delta(Theta_l)||^2``; at the end of each L-step a
+    C-step projects every compressed layer again and ``mu *= mu_growth``.
+
+    Parameters
+    ----------
+    specs : Projector or mapping, optional
+        ``{layer name: (format, rank)}`` (see :mod:`tuckerlab.projection`).
+        May be None when ``rank_selector`` chooses the layers and ranks.
+    mu0 : float
+        Penalty weight of the first L-step (> 0); 1e-3 in Idelbayev &
+        Carreira-Perpinan (2020).
+    mu_growth : float
+        ``mu`` is multiplied by it after every C-step (>= 1); 1.25 in the
+        paper.
+    epochs_per_step : int
+        Epochs of one L-step (15 in the paper).
+    warmup_epochs : int
+        Epochs of plain training before the initial C-step (0 in classic LC,
+        which starts from a trained model; see :func:`tuckerlab.methods.tt_lc`).
+    rank_selector : callable, optional
+        ``rank_selector(model, current) -> specs`` called at the initial
+        C-step (``current`` is ``specs`` or None) and, with
+        ``rank_update="shrink"``, at every later C-step (``current`` is the
+        projector in use). If it has ``state_dict``/``load_state_dict`` they
+        are saved with this callback's state.
+    rank_update : {"fixed", "shrink"}
+        ``"fixed"``: the ranks of the initial C-step are kept.
+        ``"shrink"``: before each C-step the selector proposes ranks for the
+        current weights and each rank becomes the elementwise minimum of the
+        current and the proposed one (ranks never grow, so a parameter
+        budget met once stays met).
+    projection_options : mapping, optional
+        Decomposition options for every layer whose spec has none (see
+        :class:`~tuckerlab.projection.Projector`), e.g. ``{"n_iter_max":
+        10}``: HOOI from its HOSVD start reaches within 0.1 % of the
+        converged projection error in a few sweeps, several times faster
+        than the default of up to 100 sweeps (matters on GPUs, where small
+        eigen-decompositions are slow). The compressed model is built with
+        the same options.
+    verbose : bool
+        Print one line per C-step.
+
+    Attributes
+    ----------
+    projector : Projector or None
+        The layers, formats and (current) ranks.
+    mu : float
+        Penalty weight of the current (or next) L-step.
+    lc_step : int
+        Completed L-steps (each followed by its C-step).
+    targets : dict of str to torch.Tensor or None
+        ``Delta(Theta)`` per layer; None before the initial C-step.
+    log : list of dict
+        One record per C-step (``step`` 0 is the initial one): ``epoch``,
+        ``mu`` (of the L-step just finished), ``train_loss``, ``test_acc``,
+        ``distance`` and ``relative`` (``||W - Delta(Theta)|| / ||W||`` over
+        all compressed layers after the C-step), ``distance_before`` (to the
+        previous ``Delta(Theta)``, the one the L-step was pulled towards),
+        ``layers`` (``{name: {"distance", "relative"}}``), ``ranks`` and
+        ``seconds`` (C-step time).
+
+    Notes
+    -----
+    The per-epoch ``logs`` (and so :class:`~tuckerlab.train.History`) get
+    ``mu`` (0 during warm-up), ``lc_step`` (1-based L-step of the epoch, 0
+    during warm-up) and, in epochs that end with a C-step,
+    ``lc_distance``, ``lc_rel_distance`` and ``lc_distance_before``.
+
+    SGD on the penalty alone is stable while ``lr * mu < 2 (1 + momentum)``;
+    with a constant learning rate a fast-growing ``mu`` eventually breaks
+    this, which is one reason LC decays (and restarts) the rate per L-step.
+
+    :meth:`state_dict` holds ``mu``, the step count, the projected weights,
+    the specs, the log and the selector's state, so a run resumed from a
+    checkpoint repeats the uninterrupted one exactly; it also holds the
+    hyper-parameters, and resuming with different ones raises
+    :class:`~tuckerlab.train.IncompatibleCheckpointError`.
+
+    References
+    ----------
+    .. [1] M. A. Carreira-Perpinan, "Model compression as constrained
+       optimization, with application to neural nets. Part I: general
+       framework", arXiv:1707.01209, 2017.
+    .. [2] Y. Idelbayev and M. A. Carreira-Perpinan, "Low-rank compression
+       of neural nets: learning the rank of each layer", CVPR 2020.
+    """
+
+    def __init__(
+        self,
+        specs=None,
+        mu0: float = 1e-3,
+        mu_growth: float = 1.25,
+        epochs_per_step: int = 1,
+        *,
+        warmup_epochs: int = 0,
+        rank_selector: Callable | None = None,
+        rank_update: str = "fixed",
+        projection_options: Mapping | None = None,
+        verbose: bool = False,
+    ):
+        self.mu0, self.mu_growth = _check_mu(mu0, mu_growth)
+        self.projection_options = dict(projection_options or {})
+        self.epochs_per_step = _check_positive_int(epochs_per_step, "epochs_per_step")
+        self.warmup_epochs = _check_positive_int(warmup_epochs, "warmup_epochs", 0)
+        if rank_update not in RANK_UPDATES:
+            raise ValueError(f"rank_update must be one of {RANK_UPDATES}, got {rank_update!r}")
+        if specs is None and rank_selector is None:
+            raise ValueError("give the layers to compress (specs) or a rank_selector that chooses them")
+        if rank_update == "shrink" and rank_selector is None:
+            raise ValueError("rank_update='shrink' needs a rank_selector to propose new ranks")
+        if rank_selector is not None and not callable(rank_selector):
+            raise ValueError(f"rank_selector must be callable, got {rank_selector!r}")
+        self.projector: Projector | None = (
+            Projector(specs, **self.projection_options) if specs is not None else None
+        )
+        self.rank_selector = rank_selector
+        self.rank_update = rank_update
+        self.verbose = bool(verbose)
+        self.mu = self.mu0
+        self.lc_step = 0
+        self.targets: dict[str, torch.Tensor] | None = None
+        self.log: list[dict] = []
+        self._cache: tuple[int, list[torch.Tensor], list[str]] | None = None
+        self._config = {
+            "mu0": self.mu0,
+            "mu_growth": self.mu_growth,
+            "epochs_per_step": self.epochs_per_step,
+            "warmup_epochs": self.warmup_epochs,
+            "rank_update": rank_update,
+            "specs": self.projector.to_dict() if self.projector is not None else None,
+            "rank_selector": _describe(rank_selector),
+            "projection_options": dict(self.projection_options),
+        }
+
+    # ------------------------------------------------------------ helpers
+    def _weights(self, model: nn.Module) -> list[torch.Tensor]:
+        names = self.projector.names
+        if self._cache is None or self._cache[0] != id(model) or self._cache[2] != names:
+            w = self.projector.weights(model)
+            self._cache = (id(model), [w[n] for n in names], names)
+        return self._cache[1]
+
+    def _select(self, model: nn.Module, current: Projector | None) -> Projector:
+        return Projector(self.rank_selector(model, current), **self.projection_options).validate(model)
+
+    def _record(self, trainer, epoch: int, logs: dict | None, mu: float, before: float, seconds: float) -> dict:
+        d = self.projector.distances(trainer.model, self.targets)
+        total = d.pop("total")
+        rec = {
+            "step": self.lc_step,
+            "epoch": epoch,
+            "mu": mu,
+            "train_loss": float(logs["train_loss"]) if logs else math.nan,
+            "test_acc": float(logs["test_acc"]) if logs else math.nan,
+            "distance": total["distance"],
+            "relative": total["relative"],
+            "distance_before": before,
+            "layers": {n: {"distance": v["distance"], "relative": v["relative"]} for n, v in d.items()},
+            "ranks": {n: s.to_dict()["rank"] for n, s in self.projector.items()},
+            "seconds": seconds,
+        }
+        self.log.append(rec)
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            what = "initial C-step" if rec["step"] == 0 else f"LC step {rec['step']}"
+            loss = "" if math.isnan(rec["train_loss"]) else f", train loss {rec['train_loss']:.4f}"
+            tqdm.write(
+                f"{what} (epoch {epoch}): mu {mu:.4g}{loss}, ||W - Delta(Theta)|| {rec['distance']:.4g} "
+                f"({100 * rec['relative']:.2f}% of ||W||), C-step {seconds:.2f} s"
+            )
+        return rec
+
+    def _initial_c_step(self, trainer, epoch: int) -> None:
+        model = trainer.model
+        t0 = time.perf_counter()
+        if self.rank_selector is not None:
+            self.projector = self._select(model, self.projector)
+            self._cache = None
+        self.targets = self.projector.project(model)
+        self._record(trainer, epoch, None, 0.0, math.nan, time.perf_counter() - t0)
+
+    # -------------------------------------------------------------- hooks
+    def on_fit_begin(self, trainer) -> None:
+        if self.projector is not None:
+            self.projector = self.projector.validate(trainer.model)
+        self._cache = None
+
+    def on_epoch_begin(self, trainer, epoch: int) -> None:
+        if self.targets is None and epoch >= self.warmup_epochs:
+            self._initial_c_step(trainer, epoch)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """``mu/2 * sum_l ||W_l - Delta(Theta_l)||^2`` (None before the initial C-step)."""
+        if self.targets is None:
+            return None
+        weights = self._weights(model)
+        targets = [self.targets[n] for n in self.projector.names]
+        # One fused kernel per op for all layers (CUDA), instead of a few per layer.
+        norms = torch._foreach_norm(torch._foreach_sub(weights, targets))
+        return (0.5 * self.mu) * torch.stack(norms).square().sum()
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        in_lc = epoch >= self.warmup_epochs and self.targets is not None
+        logs["mu"] = self.mu if in_lc else 0.0
+        logs["lc_step"] = (epoch - self.warmup_epochs) // self.epochs_per_step + 1 if in_lc else 0
+        if not in_lc or (epoch - self.warmup_epochs + 1) % self.epochs_per_step:
+            return
+        model = trainer.model
+        t0 = time.perf_counter()
+        before = self.projector.distances(model, self.targets)["total"]["distance"]
+        if self.rank_update == "shrink":
+            proposed = self._select(model, self.projector)
+            if set(proposed.names) != set(self.projector.names):
+                raise ValueError("rank_selector changed the set of compressed layers; 'shrink' only lowers ranks")
+            self.projector = self.projector.with_ranks(
+                {n: _shrink(s.rank, proposed[n].rank) for n, s in self.projector.items()}
+            ).validate(model)
+        self.targets = self.projector.project(model)
+        mu = self.mu
+        self.lc_step += 1
+        rec = self._record(trainer, epoch + 1, logs, mu, before, time.perf_counter() - t0)
+        logs["lc_distance"] = rec["distance"]
+        logs["lc_rel_distance"] = rec["relative"]
+        logs["lc_distance_before"] = before
+        self.mu = mu * self.mu_growth
+
+    # -------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        state = {
+            "config": copy.deepcopy(self._config),
+            "mu": self.mu,
+            "lc_step": self.lc_step,
+            "targets": None if self.targets is None else dict(self.targets),
+            "specs": None if self.projector is None else self.projector.to_dict(),
+            "log": copy.deepcopy(self.log),
+        }
+        if self.rank_selector is not None and hasattr(self.rank_selector, "state_dict"):
+            state["selector"] = self.rank_selector.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("config")
+        if saved != self._config:
+            keys = sorted(set(saved or {}) | set(self._config))
+            diff = [k for k in keys if (saved or {}).get(k) != self._config.get(k)]
+            raise IncompatibleCheckpointError(
+                f"the checkpoint was written by an LC run with other settings ({', '.join(diff)}); "
+                "use another checkpoint_dir, delete it, or pass resume=False to start over"
+            )
+        self.mu = float(state["mu"])
+        self.lc_step = int(state["lc_step"])
+        self.targets = None if state["targets"] is None else {n: t for n, t in state["targets"].items()}
+        self.projector = None if state["specs"] is None else Projector.from_dict(state["specs"])
+        self.log = copy.deepcopy(list(state["log"]))
+        if "selector" in state and hasattr(self.rank_selector, "load_state_dict"):
+            self.rank_selector.load_state_dict(state["selector"])
+        self._cache = None
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class LCResult:
+    """What :func:`lc_compress` (and :func:`~tuckerlab.methods.tt_lc`) produced.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The compressed model (factorized layers), fine-tuned if asked.
+    dense_model : torch.nn.Module
+        The dense network at the end of the LC phase (its weights ``W``).
+    report : tuckerlab.surgery.CompressionReport
+        Ranks, parameters and MACs per layer and in total.
+    projector : Projector
+        The final layers, formats and ranks.
+    history : History
+        Per-epoch record of the LC phase (with ``mu``, ``lc_step``,
+        ``lc_distance``, ...).
+    lc_log : list of dict
+        One record per C-step (see :class:`LCCallback`).
+    accuracy_reference : float or None
+        Test accuracy of the model passed in (None when training from
+        scratch).
+    accuracy_dense : float
+        Test accuracy of ``W`` at the end of the LC phase.
+    accuracy_compressed : float
+        Test accuracy of the compressed model ``Delta(Theta)``, before
+        fine-tuning.
+    accuracy_finetuned : float or None
+        After fine-tuning (None without).
+    finetune_history : History or None
+    seconds : float
+        Wall time of LC, compression and fine-tuning.
+    rank_selection : dict or None
+        How the ranks were chosen, when a selector chose them.
+    """
+
+    model: nn.Module
+    dense_model: nn.Module
+    report: Any
+    projector: Projector
+    history: History
+    lc_log: list
+    accuracy_reference: float | None
+    accuracy_dense: float
+    accuracy_compressed: float
+    accuracy_finetuned: float | None = None
+    finetune_history: History | None = None
+    seconds: float = 0.0
+    rank_selection: dict | None = field(default=None)
+
+    @property
+    def accuracy(self) -> float:
+        """The final accuracy: fine-tuned if fine-tuned, else compressed."""
+        return self.accuracy_compressed if self.accuracy_finetuned is None else self.accuracy_finetuned
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready numbers (for ``results.json``)."""
+        r = self.report
+        return {
+            "accuracy_reference": self.accuracy_reference,
+            "accuracy_dense": self.accuracy_dense,
+            "accuracy_compressed": self.accuracy_compressed,
+            "accuracy_finetuned": self.accuracy_finetuned,
+            "params_before": r.params_before,
+            "params_after": r.params_after,
+            "macs_before": r.macs_before,
+            "macs_after": r.macs_after,
+            "params_reduction": r.params_reduction,
+            "macs_reduction": r.macs_reduction,
+            "report": r.to_dict(),
+            "specs": self.projector.to_dict(),
+            "lc_log": self.lc_log,
+            "history": self.history.to_dict(),
+            "finetune_history": self.finetune_history.to_dict() if self.finetune_history is not None else None,
+            "rank_selection": self.rank_selection,
+            "seconds": round(self.seconds, 2),
+        }
+
+    def summary(self) -> str:
+        """Accuracies, then parameters and MACs before and after."""
+        r = self.report
+        parts = []
+        if self.accuracy_reference is not None:
+            parts.append(f"reference {100 * self.accuracy_reference:.2f}%")
+        parts += [f"LC dense {100 * self.accuracy_dense:.2f}%", f"compressed {100 * self.accuracy_compressed:.2f}%"]
+        if self.accuracy_finetuned is not None:
+            parts.append(f"fine-tuned {100 * self.accuracy_finetuned:.2f}%")
+        last = self.lc_log[-1] if self.lc_log else None
+        dist = (f"\nfinal ||W - Delta(Theta)|| = {last['distance']:.4g} ({100 * last['relative']:.2f}% of ||W||), "
+                f"mu = {last['mu']:.4g}") if last else ""
+        return (
+            "accuracy: " + ", ".join(parts) + "\n"
+            f"params {r.params_before:,} -> {r.params_after:,} (-{100 * r.params_reduction:.1f}%), "
+            f"MACs {r.macs_before / 1e6:.2f}M -> {r.macs_after / 1e6:.2f}M (-{100 * r.macs_reduction:.1f}%)" + dist
+        )
+
+
+# ---------------------------------------------------------------- driver
+def _steps_per_epoch(data, batch_size: int, max_steps_per_epoch: int | None) -> int:
+    """Steps per epoch as :func:`tuckerlab.train.fit` counts them."""
+    steps = data.x_train.shape[0] // batch_size
+    if max_steps_per_epoch is not None:
+        steps = max(1, min(steps, int(max_steps_per_epoch)))
+    return steps
+
+
+def _final_accuracy(history: History, model: nn.Module, data, device) -> float:
+    acc = history.last().get("test_acc", math.nan) if len(history) else math.nan
+    if acc is None or math.isnan(acc):
+        acc = evaluate(model, data, device=device)["accuracy"]
+    return float(acc)
+
+
+def lc_compress(
+    model: nn.Module,
+    data,
+    specs=None,
+    *,
+    n_steps: int,
+    epochs_per_step: int = 1,
+    mu0: float = 1e-3,
+    mu_growth: float = 1.25,
+    lr: float = 7e-4,
+    schedule: str | Callable[[int], float] | None = None,
+    schedule_kwargs: Mapping | None = None,
+    schedule_scope: str = "lstep",
+    warmup_epochs: int = 0,
+    rank_selector: Callable | None = None,
+    rank_update: str = "fixed",
+    projection_options: Mapping | None = None,
+    from_scratch: bool = False,
+    finetune_epochs: int = 0,
+    finetune_lr: float = 1e-4,
+    finetune_schedule: str = "cosine",
+    execution: str = "factorized",
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    callbacks: Iterable[Callback] = (),
+    progress: bool = True,
+    **fit_kwargs: Any,
+) -> LCResult:
+    """Compress a model by the LC algorithm: one :func:`~tuckerlab.train.fit` with :class:`LCCallback`.
+
+    The model passed in is not modified: a copy is trained. After
+    ``warmup_epochs + n_steps * epochs_per_step`` epochs, the compressed
+    model is built with factorized layers from the final projection
+    (:func:`tuckerlab.projection.to_factorized`) and optionally fine-tuned
+    (a second ``fit``, on the factors).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A trained reference model (classic LC) or a fresh initialisation
+        (``from_scratch=True``).
+    data : ImageDataset
+        From :func:`tuckerlab.data.load_dataset`.
+    specs : Projector or mapping, optional
+        ``{layer name: (format, rank)}``; e.g.
+        ``Projector.from_rank(model, "tucker2", solve_budget(...).ranks)``.
+        May be None when ``rank_selector`` chooses them.
+    n_steps : int
+        Number of L-steps (each followed by a C-step); 50 in Idelbayev &
+        Carreira-Perpinan (2020).
+    epochs_per_step : int
+        Epochs per L-step (15 in the paper).
+    mu0, mu_growth : float
+        Penalty path ``mu_k = mu0 * mu_growth**k`` (1e-3 and 1.25 in the paper).
+    lr : float
+        Peak learning rate of the L-steps (7e-4 in the paper, for a trained
+        model).
+    schedule : str or callable, optional
+        Learning-rate schedule (see :func:`tuckerlab.train.fit`). None: the
+        paper's ``0.99`` decay per epoch (``"step"`` with a milestone every
+        epoch).
+    schedule_kwargs : mapping, optional
+        Arguments of a named schedule.
+    schedule_scope : {"lstep", "run"}
+        ``"lstep"``: the schedule spans one L-step and restarts at every
+        L-step (:class:`LStepSchedule`; a callable is then called with the
+        step within the L-step). ``"run"``: it spans the whole LC phase as in
+        a plain ``fit`` (TT-LC's exponential cyclic rate).
+    warmup_epochs : int
+        Plain-training epochs before the initial C-step.
+    rank_selector : callable, optional
+        See :class:`LCCallback`.
+    rank_update : {"fixed", "shrink"}
+        See :class:`LCCallback`.
+    projection_options : mapping, optional
+        Decomposition options of every C-step (see :class:`LCCallback`).
+    from_scratch : bool
+        The model passed in is an untrained initialisation (TT-LC: no
+        pre-training): its test accuracy is not measured as a reference.
+        The weights are used as they are; build the model with
+        :func:`tuckerlab.models.get_model` under a seed.
+    finetune_epochs : int
+        Epochs of fine-tuning of the compressed model (0: none).
+    finetune_lr, finetune_schedule
+        Its learning rate and schedule.
+    execution : {"factorized", "reconstructed"}
+        Execution mode of the compressed model's layers.
+    device : torch.device or str, optional
+        Default: CUDA when available. The C-steps run there too.
+    seed : int
+        Seed of both ``fit`` calls.
+    checkpoint_dir : path-like, optional
+        Checkpoints of the LC phase (``lc/``) and of the fine-tuning
+        (``finetune/``); an interrupted run resumes exactly.
+    resume : bool
+        Resume from ``checkpoint_dir`` when it holds a checkpoint.
+    callbacks : iterable of Callback
+        More hooks for the LC phase (logging, early stopping, ...).
+    progress : bool
+        Progress bars and one line per C-step.
+    **fit_kwargs
+        More arguments of :func:`tuckerlab.train.fit` for both phases
+        (``batch_size``, ``weight_decay``, ``momentum``, ``nesterov``,
+        ``label_smoothing``, ``max_steps_per_epoch``, ...).
+
+    Returns
+    -------
+    LCResult
+
+    Raises
+    ------
+    ValueError
+        For bad specs (unknown layer or format, rank out of range: checked
+        before any training), ``mu0 <= 0``, ``mu_growth < 1`` or bad counts.
+
+    References
+    ----------
+    .. [1] M. A. Carreira-Perpinan, "Model compression as constrained
+       optimization, with application to neural nets. Part I: general
+       framework", arXiv:1707.01209, 2017.
+    .. [2] Y. Idelbayev and M. A. Carreira-Perpinan, "Low-rank compression
+       of neural nets: learning the rank of each layer", CVPR 2020.
+
+    Examples
+    --------
+    >>> from tuckerlab.projection import Projector  # doctest: +SKIP
+    >>> from tuckerlab.rank import solve_budget  # doctest: +SKIP
+    >>> ranks = solve_budget(trained, "tucker2", target=0.5).ranks  # doctest: +SKIP
+    >>> specs = {name: ("tucker2", r) for name, r in ranks.items()}  # doctest: +SKIP
+    >>> result = lc_compress(trained, data, specs, n_steps=50, epochs_per_step=15)  # doctest: +SKIP
+    >>> print(result.summary())  # doctest: +SKIP
+    """
+    from tuckerlab.results import Stopwatch
+
+    _check_positive_int(n_steps, "n_steps")
+    _check_positive_int(finetune_epochs, "finetune_epochs", 0)
+    if schedule_scope not in ("lstep", "run"):
+        raise ValueError(f"schedule_scope must be 'lstep' or 'run', got {schedule_scope!r}")
+    callback = LCCallback(
+        specs, mu0, mu_growth, epochs_per_step, warmup_epochs=warmup_epochs, rank_selector=rank_selector,
+        rank_update=rank_update, projection_options=projection_options, verbose=progress,
+    )
+    dense = copy.deepcopy(model)
+    if callback.projector is not None:  # every rank, and the compressed model's form, checked before training
+        callback.projector = callback.projector.validate(dense)
+        callback.projector.factorized_method()
+    input_size = tuple(data.image_shape)
+    accuracy_reference = None if from_scratch else evaluate(dense, data, device=device)["accuracy"]
+
+    epochs = warmup_epochs + n_steps * epochs_per_step
+    if schedule_scope == "lstep":
+        spe = _steps_per_epoch(data, fit_kwargs.get("batch_size", 128), fit_kwargs.get("max_steps_per_epoch"))
+        if schedule is None:
+            schedule = "step"
+            schedule_kwargs = {"milestones": list(range(1, epochs_per_step)), "gamma": 0.99, **(schedule_kwargs or {})}
+        inner = make_schedule(schedule, lr=lr, epochs=epochs_per_step, steps_per_epoch=spe, kwargs=schedule_kwargs)
+        run_schedule, run_kwargs = LStepSchedule(inner, epochs_per_step * spe, warmup_epochs * spe), None
+    else:
+        run_schedule, run_kwargs = (schedule or "cosine"), schedule_kwargs
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    with Stopwatch() as clock:
+        history = fit(
+            dense, data, epochs=epochs, lr=lr, schedule=run_schedule, schedule_kwargs=run_kwargs,
+            callbacks=[callback, *callbacks], checkpoint_dir=ckpt / "lc" if ckpt else None, resume=resume,
+            device=device, seed=seed, progress=progress, **fit_kwargs,
+        )
+        accuracy_dense = _final_accuracy(history, dense, data, device)
+        compressed, report = to_factorized(dense, callback.projector, execution=execution, input_size=input_size)
+        accuracy_compressed = evaluate(compressed, data, device=device)["accuracy"]
+        finetune_history = accuracy_finetuned = None
+        if finetune_epochs > 0:
+            finetune_history = fit(
+                compressed, data, epochs=finetune_epochs, lr=finetune_lr, schedule=finetune_schedule,
+                checkpoint_dir=ckpt / "finetune" if ckpt else None, resume=resume, device=device, seed=seed,
+                progress=progress, **fit_kwargs,
+            )
+            accuracy_finetuned = _final_accuracy(finetune_history, compressed, data, device)
+    info = getattr(rank_selector, "info", None)
+    return LCResult(
+        model=compressed,
+        dense_model=dense,
+        report=report,
+        projector=callback.projector,
+        history=history,
+        lc_log=copy.deepcopy(callback.log),
+        accuracy_reference=accuracy_reference,
+        accuracy_dense=accuracy_dense,
+        accuracy_compressed=accuracy_compressed,
+        accuracy_finetuned=accuracy_finetuned,
+        finetune_history=finetune_history,
+        seconds=clock.seconds,
+        rank_selection=info() if callable(info) else info,
+    )
