@@ -349,34 +349,36 @@ def _add_lc_parsers(sub) -> None:
         g.add_argument("--lr", type=float, default=None, help="peak L-step learning rate (default 7e-4 / 0.1)")
         g.add_argument("--schedule", default=None,
                        help="L-step schedule (default: x0.99 per epoch restarted each L-step for lc, exp_cyclic for tt-lc)")
-        g.add_argument("--batch-size", type=int, default=128)
-        g.add_argument("--weight-decay", type=float, default=5e-4)
-        g.add_argument("--label-smoothing", type=float, default=0.0)
         g.add_argument("--finetune-epochs", type=int, default=0)
         g.add_argument("--finetune-lr", type=float, default=None)
-        g.add_argument("--seed", type=int, default=0)
-        g.add_argument("--compile", action="store_true", help="torch.compile the model")
-        g.add_argument("--restart", action="store_true", help="ignore existing checkpoints instead of resuming")
-        g.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+        _add_run_options(g, batch_size=128, label_smoothing=0.0)  # the LC papers' settings
         _add_common(p)
         p.set_defaults(func=cmd_lc)
 
 
 # ----------------------------------------------------------------- parser
-def _add_training_options(p: argparse.ArgumentParser, epochs: int, lr: float, epochs_flag: str = "--epochs") -> None:
-    g = p.add_argument_group("training")
-    g.add_argument(epochs_flag, type=int, default=epochs, help=f"epochs (default {epochs})")
-    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--schedule", default="onecycle",
-                   help="cosine, step, onecycle, constant or exp_cyclic (default onecycle)")
-    g.add_argument("--weight-decay", type=float, default=5e-4)
-    g.add_argument("--label-smoothing", type=float, default=0.0)
+def _add_run_options(g, batch_size: int = 64, label_smoothing: float = 0.1) -> None:
+    """Options every training command shares (batch, regularisation, seed, resumption)."""
+    g.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default 5e-4)")
+    g.add_argument("--label-smoothing", type=float, default=label_smoothing,
+                   help=f"label smoothing (default {label_smoothing})")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--restart", action="store_true",
                    help="ignore an existing checkpoint in the output folder instead of resuming from it")
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _add_training_options(p: argparse.ArgumentParser, epochs: int, lr: float, epochs_flag: str = "--epochs") -> None:
+    g = p.add_argument_group("training")
+    g.add_argument(epochs_flag, type=int, default=epochs, help=f"epochs (default {epochs})")
+    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    g.add_argument("--schedule", default="onecycle",
+                   help="cosine, step, onecycle, constant or exp_cyclic (default onecycle)")
+    # Batch 64 with label smoothing 0.1 gave ResNet-20 on cifar10-subset about
+    # 2 points more than batch 128 without, at the same CPU time per image.
+    _add_run_options(g)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
