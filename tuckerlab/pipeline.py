@@ -61,12 +61,7 @@ class PipelineResult:
             "accuracy_dense": self.accuracy_dense,
             "accuracy_decomposed": self.accuracy_decomposed,
             "accuracy_finetuned": self.accuracy_finetuned,
-            "params_before": r.params_before,
-            "params_after": r.params_after,
-            "macs_before": r.macs_before,
-            "macs_after": r.macs_after,
-            "params_reduction": r.params_reduction,
-            "macs_reduction": r.macs_reduction,
+            **r.totals(),
             "report": r.to_dict(),
             "finetune_history": self.history.to_dict() if self.history is not None else None,
             "seconds": round(self.seconds, 2),
@@ -74,13 +69,11 @@ class PipelineResult:
 
     def summary(self) -> str:
         """Two lines: accuracies, then parameters and MACs before and after."""
-        r = self.report
         acc = (f"accuracy: dense {100 * self.accuracy_dense:.2f}%, "
                f"decomposed {100 * self.accuracy_decomposed:.2f}%")
         if self.accuracy_finetuned is not None:
             acc += f", fine-tuned {100 * self.accuracy_finetuned:.2f}%"
-        return (acc + "\n" + f"params {r.params_before:,} -> {r.params_after:,} (-{100 * r.params_reduction:.1f}%), "
-                f"MACs {r.macs_before / 1e6:.2f}M -> {r.macs_after / 1e6:.2f}M (-{100 * r.macs_reduction:.1f}%)")
+        return acc + "\n" + self.report.cost_line()
 
 
 def compress_and_finetune(

@@ -121,6 +121,24 @@ class CompressionReport:
         """Fraction of the MACs removed, ``1 - after / before``."""
         return 1.0 - self.macs_after / self.macs_before if self.macs_before else 0.0
 
+    def totals(self) -> dict:
+        """Whole-model parameters and MACs before and after, and the fractions removed."""
+        return {
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "params_reduction": self.params_reduction,
+            "macs_reduction": self.macs_reduction,
+        }
+
+    def cost_line(self) -> str:
+        """One line: parameters and MACs before -> after, with the cut in percent."""
+        return (
+            f"params {self.params_before:,} -> {self.params_after:,} (-{100 * self.params_reduction:.1f}%), "
+            f"MACs {self.macs_before / 1e6:.2f}M -> {self.macs_after / 1e6:.2f}M (-{100 * self.macs_reduction:.1f}%)"
+        )
+
     # ---------------------------------------------------------------- export
     def to_dicts(self) -> list[dict]:
         """One plain dict per compressed layer (e.g. for ``pandas.DataFrame(report.to_dicts())``)."""

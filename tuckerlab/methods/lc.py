@@ -465,12 +465,7 @@ class LCResult:
             "accuracy_dense": self.accuracy_dense,
             "accuracy_compressed": self.accuracy_compressed,
             "accuracy_finetuned": self.accuracy_finetuned,
-            "params_before": r.params_before,
-            "params_after": r.params_after,
-            "macs_before": r.macs_before,
-            "macs_after": r.macs_after,
-            "params_reduction": r.params_reduction,
-            "macs_reduction": r.macs_reduction,
+            **r.totals(),
             "report": r.to_dict(),
             "specs": self.projector.to_dict(),
             "lc_log": self.lc_log,
@@ -482,7 +477,6 @@ class LCResult:
 
     def summary(self) -> str:
         """Accuracies, then parameters and MACs before and after."""
-        r = self.report
         parts = []
         if self.accuracy_reference is not None:
             parts.append(f"reference {100 * self.accuracy_reference:.2f}%")
@@ -492,11 +486,7 @@ class LCResult:
         last = self.lc_log[-1] if self.lc_log else None
         dist = (f"\nfinal ||W - Delta(Theta)|| = {last['distance']:.4g} ({100 * last['relative']:.2f}% of ||W||), "
                 f"mu = {last['mu']:.4g}") if last else ""
-        return (
-            "accuracy: " + ", ".join(parts) + "\n"
-            f"params {r.params_before:,} -> {r.params_after:,} (-{100 * r.params_reduction:.1f}%), "
-            f"MACs {r.macs_before / 1e6:.2f}M -> {r.macs_after / 1e6:.2f}M (-{100 * r.macs_reduction:.1f}%)" + dist
-        )
+        return "accuracy: " + ", ".join(parts) + "\n" + self.report.cost_line() + dist
 
 
 # ---------------------------------------------------------------- driver
