@@ -234,3 +234,43 @@ def test_tt_error_bound_is_tight_for_matrices():
     approx = ex._tt_to_tensor(cores, x.shape)
     err = float(torch.linalg.norm(x - approx) / torch.linalg.norm(x))
     assert math.isclose(err, ex._tt_error_bound(x, (3,)), rel_tol=1e-10)
+
+
+# ---------------------------------------------------------------------------
+# EVBMF threshold
+# ---------------------------------------------------------------------------
+
+def _evb_threshold_approx(shape, sigma2, square_root=True, larger=True, tau_scaled=True):
+    small, large = sorted(shape)
+    alpha = small / large
+    tau = 2.5129 * math.sqrt(alpha) if tau_scaled else 2.5129
+    value = (large if larger else small) * sigma2 * (1 + tau) * (1 + alpha / tau)
+    return math.sqrt(value) if square_root else value
+
+
+def test_evbmf_threshold_accepts_exact_and_approximate_tau(capsys):
+    from tuckerlab.rank import evb_threshold
+
+    ex.check_evbmf_threshold(evb_threshold)
+    ex.check_evbmf_threshold(_evb_threshold_approx)
+    ex.check_evbmf_threshold(lambda shape, s2: np.float64(_evb_threshold_approx(shape, s2)))
+    assert capsys.readouterr().out.count("passed") == 3
+
+
+@pytest.mark.parametrize(
+    "answer, hint",
+    [
+        (lambda shape, s2: math.sqrt(max(shape) * s2) * (1 + math.sqrt(min(shape) / max(shape))), "Marchenko-Pastur"),
+        (lambda shape, s2: _evb_threshold_approx(shape, s2, larger=False), "LARGER side"),
+        (lambda shape, s2: _evb_threshold_approx(shape, s2, square_root=False), "square root"),
+        (lambda shape, s2: _evb_threshold_approx(shape, math.sqrt(s2)), "not its square root"),
+        (lambda shape, s2: _evb_threshold_approx(shape, s2, tau_scaled=False), "2.5129 sqrt(alpha)"),
+        (lambda shape, s2: "big", "one number"),
+        (lambda shape, s2: math.nan, "expected"),
+        (raises, "raised RuntimeError"),
+    ],
+)
+def test_evbmf_threshold_wrong_answer_fails_with_hint(answer, hint, capsys):
+    with pytest.raises(AssertionError, match=re.escape(hint)):
+        ex.check_evbmf_threshold(answer)
+    assert "passed" not in capsys.readouterr().out

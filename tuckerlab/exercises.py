@@ -531,3 +531,71 @@ def check_tucker2_macs(fn: Callable) -> None:
                 f"expected {want}, got {int(got)}{hint}"
             )
     _passed(name, f"{len(_TUCKER2_LAYERS)} layers at several output sizes")
+
+
+# ---------------------------------------------------------------------------
+# EVBMF threshold
+# ---------------------------------------------------------------------------
+
+# (rows, cols, sigma2): square, wide, tall, very wide; unit and non-unit noise
+_EVB_CASES = ((16, 16, 0.25), (64, 576, 1.0), (300, 40, 2e-3), (10, 1000, 4.0))
+_EVB_RTOL = 0.015  # tau = 2.5129 sqrt(alpha) gives the threshold within 1.1 %
+
+
+def _evb_hint(got: float, rows: int, cols: int, sigma2: float) -> str:
+    small, large = sorted((rows, cols))
+    alpha = small / large
+    from tuckerlab.rank import evb_tau
+
+    tau = evb_tau(alpha)
+    x = (1 + tau) * (1 + alpha / tau)
+    known = [
+        (math.sqrt(large * sigma2) * (1 + math.sqrt(alpha)),
+         "that is the edge of the Marchenko-Pastur bulk, sigma (sqrt(M) + sqrt(L)), the largest "
+         "singular value pure noise reaches; the EVB threshold lies above it"),
+        (math.sqrt(small * sigma2 * x), "M is the LARGER side of the matrix (alpha = L / M <= 1)"),
+        (large * sigma2 * x, "that is the squared threshold: take the square root"),
+        (math.sqrt(large * math.sqrt(sigma2) * x), "sigma2 is the noise variance, not its square root"),
+        (math.sqrt(large * sigma2 * (1 + 2.5129) * (1 + alpha / 2.5129)),
+         "tau depends on the aspect ratio: tau is about 2.5129 sqrt(alpha), not 2.5129"),
+        (math.sqrt(large * sigma2 * (1 + tau) * (1 + 1 / tau)), "the second factor is (1 + alpha / tau)"),
+    ]
+    for value, hint in known:
+        if math.isclose(got, value, rel_tol=_EVB_RTOL) and not math.isclose(value, math.sqrt(large * sigma2 * x),
+                                                                             rel_tol=_EVB_RTOL):
+            return f"\n  {hint}"
+    return ""
+
+
+def check_evbmf_threshold(fn: Callable) -> None:
+    """Check ``fn(shape, sigma2)``: the EVB threshold on the singular values.
+
+    For an ``L x M`` matrix (``L <= M``; ``shape`` may be given either way
+    round) with noise variance ``sigma2``, EVBMF keeps the singular values
+    above ``sqrt(M sigma2 (1 + tau) (1 + alpha / tau))`` with ``alpha = L / M``
+    (Nakajima et al., 2013). ``tau`` is the root of ``Phi(t) + Phi(t / alpha)
+    = 0``; the approximation ``tau = 2.5129 sqrt(alpha)`` is accepted (the
+    threshold must be within 1.5 % of :func:`tuckerlab.rank.evb_threshold`).
+    """
+    from tuckerlab.rank import evb_threshold
+
+    name = "check_evbmf_threshold"
+    worst = 0.0
+    for rows, cols, sigma2 in _EVB_CASES:
+        got = _call(fn, name, (rows, cols), sigma2)
+        try:
+            got = float(got)
+        except (TypeError, ValueError) as err:
+            raise AssertionError(f"{name}: a threshold is one number, got {got!r}") from err
+        want = evb_threshold((rows, cols), sigma2)
+        rel = abs(got - want) / want if math.isfinite(got) else math.inf
+        if not rel <= _EVB_RTOL:
+            raise AssertionError(
+                f"{name}: shape {(rows, cols)}, sigma2 = {sigma2}: expected {want:.6g} "
+                f"(within {100 * _EVB_RTOL:.1f}%), got {got:.6g}{_evb_hint(got, rows, cols, sigma2)}"
+            )
+        worst = max(worst, rel)
+    _passed(name, f"{len(_EVB_CASES)} shapes (wide and tall), largest relative difference {100 * worst:.2f}%")
+
+
+__all__.append("check_evbmf_threshold")
