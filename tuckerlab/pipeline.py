@@ -90,6 +90,7 @@ def compress_and_finetune(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = True,
     compress_kwargs: dict | None = None,
+    accuracy_dense: float | None = None,
     **fit_kwargs: Any,
 ) -> PipelineResult:
     """Decompose a trained model, fine-tune it and report (Kim et al. 2016).
@@ -120,7 +121,11 @@ def compress_and_finetune(
     resume : bool
         Resume an interrupted fine-tuning from ``checkpoint_dir``.
     compress_kwargs : dict, optional
-        More arguments of :func:`tuckerlab.compress_model` (``skip``, ...).
+        More arguments of :func:`tuckerlab.compress_model` (``skip``,
+        ``decompose_kwargs``, ...).
+    accuracy_dense : float, optional
+        Test accuracy of ``model`` when already known (comparing several
+        rules on one model); measured otherwise.
     **fit_kwargs
         More arguments of :func:`tuckerlab.train.fit` (``batch_size``,
         ``seed``, ``progress``, ...).
@@ -142,7 +147,8 @@ def compress_and_finetune(
     input_size = tuple(data.image_shape)
     if isinstance(rank, str):
         rank = from_spec(rank, model=model, method=method, input_size=input_size)
-    accuracy_dense = evaluate(model, data, device=device)["accuracy"]
+    if accuracy_dense is None:
+        accuracy_dense = evaluate(model, data, device=device)["accuracy"]
     with Stopwatch() as clock:
         small, report = compress_model(model, method, rank, include_linear=include_linear,
                                        input_size=input_size, **(compress_kwargs or {}))
