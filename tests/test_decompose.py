@@ -21,7 +21,11 @@ from tuckerlab.decompose import (
 )
 
 # tensorly warns when a reference run pads a factor beyond the rank of an unfolding.
-pytestmark = pytest.mark.filterwarnings("ignore:Trying to compute SVD with n_eigenvecs:UserWarning")
+# the matrices here are tiny: threads only add overhead (and contention)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Trying to compute SVD with n_eigenvecs:UserWarning"),
+    pytest.mark.usefixtures("one_thread_module"),
+]
 
 
 def rel_err(approx, exact):
@@ -40,14 +44,6 @@ def conv_like(shape=(64, 32, 3, 3), seed=0, dtype=torch.float32):
 def randn(*shape, seed=0, dtype=torch.float32):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The matrices here are tiny: threads only add overhead (and contention)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture

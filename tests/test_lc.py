@@ -5,10 +5,10 @@ import copy
 import math
 
 import pytest
+from tiny import tiny_data
 import torch
 from torch import nn
 
-from tuckerlab.data import ImageDataset
 from tuckerlab.layers import TTTuckerConv2d, TuckerConv2d
 from tuckerlab.methods import DoubleBayesianRanks, LCCallback, LStepSchedule, lc_compress, tt_lc
 from tuckerlab.metrics import count_macs, count_params
@@ -18,26 +18,8 @@ from tuckerlab.train import Callback, IncompatibleCheckpointError, fit, make_sch
 FIT = dict(batch_size=16, device="cpu", progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread is faster, and runs compared bit for bit need the same thread count
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny_data(n_train=64, n_test=32, classes=4, size=8, seed=0) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-    colours = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])[:classes]
-
-    def make(n):
-        y = torch.arange(n) % classes
-        x = torch.randint(0, 96, (n, 3, size, size), generator=g) + 128 * colours[y][:, :, None, None]
-        return x.clamp(0, 255).to(torch.uint8), y
-
-    (xa, ya), (xb, yb) = make(n_train), make(n_test)
-    return ImageDataset("tiny", xa, ya, xb, yb, tuple(map(str, range(classes))), (0.3, 0.2, 0.2), (0.25, 0.2, 0.2))
+# tiny models: one thread is faster, and runs compared bit for bit need the same thread count
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 class Tiny(nn.Module):

@@ -31,13 +31,8 @@ RANKS = {
 CONV_FORMATS = tuple(RANKS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small matrices: one thread is faster and steadier
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small matrices: one thread is faster and steadier
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def weight(shape=(12, 8, 3, 3), dtype=torch.float32, seed=0):

@@ -11,27 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import single_thread, tiny_data
 import torch
 from torch import nn
 
-from tuckerlab.data import ImageDataset
 from tuckerlab.train import CHECKPOINT_NAME, Callback, IncompatibleCheckpointError, Trainer, load_checkpoint
 
 EPOCHS = 5
 TIMING = ("time", "train_time")
-
-
-def tiny_data(n_train=64, n_test=32, classes=4, size=8, seed=0) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-    colours = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])[:classes]
-
-    def make(n):
-        y = torch.arange(n) % classes
-        x = torch.randint(0, 96, (n, 3, size, size), generator=g) + 128 * colours[y][:, :, None, None]
-        return x.clamp(0, 255).to(torch.uint8), y
-
-    (xa, ya), (xb, yb) = make(n_train), make(n_test)
-    return ImageDataset("tiny", xa, ya, xb, yb, tuple(map(str, range(classes))), (0.3, 0.2, 0.2), (0.25, 0.2, 0.2))
 
 
 class TinyNet(nn.Module):
@@ -129,24 +116,12 @@ def assert_same_run(a: Trainer, b: Trainer) -> None:
     assert (a.epoch, a.step) == (b.epoch, b.step)
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted run (computed once, with one thread like the others)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         t = make_trainer(tmp_path_factory.mktemp("ref"))
         t.fit()
-    finally:
-        torch.set_num_threads(n)
     return t
 
 

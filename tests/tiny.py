@@ -1,0 +1,34 @@
+"""Small shared test helpers: a tiny learnable data set and a one-thread context."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from tuckerlab.data import ImageDataset
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one thread inside the block; tiny tensors run faster and
+    runs compared bit for bit need the same thread count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def tiny_data(n_train=64, n_test=32, classes=4, size=8, seed=0) -> ImageDataset:
+    """Noisy images whose dominant colour is the class: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])[:classes]
+
+    def make(n):
+        y = torch.arange(n) % classes
+        x = torch.randint(0, 96, (n, 3, size, size), generator=g) + 128 * colours[y][:, :, None, None]
+        return x.clamp(0, 255).to(torch.uint8), y
+
+    (xa, ya), (xb, yb) = make(n_train), make(n_test)
+    return ImageDataset("tiny", xa, ya, xb, yb, tuple(map(str, range(classes))), (0.3, 0.2, 0.2), (0.25, 0.2, 0.2))
