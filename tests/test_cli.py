@@ -82,3 +82,47 @@ def test_info_json_totals(capsys):
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "tuckerlab", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("tuckerlab ")
+
+
+def test_admm_from_a_trained_model(trained, tmp_path, capsys):
+    from tuckerlab.metrics import count_params
+
+    out = tmp_path / "admm"
+    assert main(["admm", str(trained / "model.pt"), "--rank", "params:0.5", "--epochs", "1", "--finetune-epochs", "1",
+                 "--out", str(out), *FAST]) == 0
+    payload = read_results(out)
+    results, prov = payload["results"], payload["provenance"]
+    assert PROVENANCE_KEYS <= set(prov)
+    assert (prov["command"], prov["method"], prov["rank"], prov["rho"]) == ("admm", "tt", "params:0.5", 1e-3)
+    assert prov["model_file"] == str(trained / "model.pt") and prov["from_scratch"] is False
+    assert results["params_after"] / results["params_before"] <= 0.5
+    assert [r["update"] for r in results["admm_log"]] == [0, 1]
+    assert results["accuracy_reference"] is not None and results["accuracy_finetuned"] is not None
+    model, info = load_model(out / "model.pt")
+    assert info["compression"]["method"] == "tt" and count_params(model) == results["params_after"]
+    assert "ADMM dense" in capsys.readouterr().out
+
+
+def test_admm_from_scratch_with_step_updates(tmp_path):
+    out = tmp_path / "admm"
+    assert main(["admm", "--model", "resnet20", "--data", "synthetic", "--format", "tucker2", "--rank", "ratio:0.5",
+                 "--epochs", "2", "--update-every", "3", "--rho", "0.01", "--rho-growth", "2", "--milestones", "1",
+                 "--gamma", "0.5", "--out", str(out), *FAST]) == 0
+    payload = read_results(out)
+    results, prov = payload["results"], payload["provenance"]
+    assert prov["from_scratch"] is True and prov["model_file"] is None and results["accuracy_reference"] is None
+    assert [(r["update"], r["step"]) for r in results["admm_log"]] == [(0, 0), (1, 3)]  # 2 steps per epoch
+    assert results["history"]["rho"] == [0.01, 0.02] and results["history"]["lr"] == pytest.approx([0.1, 0.05])
+    model, info = load_model(out / "model.pt")
+    assert info["compression"]["method"] == "tucker2" and info["arch"] == "resnet20"
+
+
+def test_admm_bad_input_is_a_clear_error(trained, capsys):
+    assert main(["admm", str(trained / "model.pt"), "--rho", "-1", *FAST]) == 2
+    assert "rho must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["admm", str(trained / "model.pt"), "--update-every", "0", *FAST]) == 2
+    assert "update_every must be 'epoch' or an integer >= 1" in capsys.readouterr().err
+    assert main(["admm", str(trained / "model.pt"), "--from-scratch", *FAST]) == 2
+    assert "give no model file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["admm", "--update-every", "often"])

@@ -10,6 +10,7 @@ Examples
     tuckerlab train    --model resnet20 --data cifar10-subset --epochs 15 --out runs/r20
     tuckerlab compress runs/r20/model.pt --method tucker2 --rank evbmf --finetune-epochs 5
     tuckerlab evaluate runs/r20-tucker2/model.pt
+    tuckerlab admm     --model resnet32 --format tt --rank params:0.33 --epochs 200 --finetune-epochs 200
     tuckerlab info     --model resnet56
     tuckerlab demo
 """
@@ -126,42 +127,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_compressed(out: Path, result, info: dict, dataset: str, prov: dict, extra: dict | None = None) -> None:
+    """Save a compressed model and ``results.json`` (with provenance), print the report and summary."""
+    from tuckerlab.results import provenance, write_results
+    from tuckerlab.serialization import save_model
+
+    save_model(out / "model.pt", result.model, arch=info["arch"], num_classes=info["num_classes"],
+               in_channels=info["in_channels"], compression=_compression_spec(result.report),
+               extra={"dataset": dataset, **(extra or {})})
+    path = write_results(out, result.to_dict(), provenance(dataset=dataset, model=info["arch"],
+                                                            wall_time_s=result.seconds, **prov))
+    print(result.report)
+    print(result.summary())
+    print(f"model: {out / 'model.pt'}   results: {path}")
+
+
+def _load_dense(model_file) -> tuple[Any, dict]:
+    """A saved dense model and its info; a factorized one is refused."""
+    from tuckerlab.serialization import load_model
+
+    model, info = load_model(model_file)
+    if info["compression"] is not None:
+        raise SystemExit(f"{model_file} is already factorized ({info['compression']['method']}); "
+                         "compress the dense model it came from")
+    return model, info
+
+
+def _sibling(model_file, suffix: str) -> Path:
+    """The folder next to the one holding ``model_file``, its name suffixed (``runs/r20`` -> ``runs/r20-tt``)."""
+    parent = Path(model_file).parent
+    return parent.with_name(parent.name + suffix)
+
+
 def _compress_and_finetune(model, info: dict, data, args: argparse.Namespace, out: Path, dataset: str) -> dict:
     """Run the classic pipeline, save the model and ``results.json``; shared by ``compress`` and ``demo``."""
     from tuckerlab.pipeline import compress_and_finetune
-    from tuckerlab.results import provenance, write_results
-    from tuckerlab.serialization import save_model
 
     kwargs = _train_kwargs(args, args.finetune_epochs, args.lr)
     kwargs["finetune_epochs"] = kwargs.pop("epochs")
     result = compress_and_finetune(model, data, args.method, args.rank, include_linear=args.include_linear,
                                    checkpoint_dir=out / "checkpoints", resume=not args.restart, **kwargs)
-    save_model(out / "model.pt", result.model, arch=info["arch"], num_classes=info["num_classes"],
-               in_channels=info["in_channels"], compression=_compression_spec(result.report),
-               extra={"dataset": dataset})
-    prov = provenance(dataset=dataset, model=info["arch"], seed=args.seed, device=kwargs["device"],
-                      wall_time_s=result.seconds, command=args.command, method=args.method, rank=args.rank,
-                      finetune_epochs=args.finetune_epochs, lr=args.lr)
-    path = write_results(out, result.to_dict(), prov)
-    print(result.report)
-    print(result.summary())
-    print(f"model: {out / 'model.pt'}   results: {path}")
+    _write_compressed(out, result, info, dataset, dict(
+        seed=args.seed, device=kwargs["device"], command=args.command, method=args.method, rank=args.rank,
+        finetune_epochs=args.finetune_epochs, lr=args.lr))
     return result.to_dict()
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     """Factorize a saved model with a rank rule, optionally fine-tune, save."""
     from tuckerlab.data import load_dataset
-    from tuckerlab.serialization import load_model
 
-    model, info = load_model(args.model_file)
-    if info["compression"] is not None:
-        raise SystemExit(f"{args.model_file} is already factorized ({info['compression']['method']}); "
-                         "compress the dense model it came from")
+    model, info = _load_dense(args.model_file)
     dataset = args.data or info["extra"].get("dataset") or "cifar10-subset"
     data = load_dataset(dataset, root=args.data_root)
-    out = Path(args.out) if args.out else Path(args.model_file).parent.with_name(
-        Path(args.model_file).parent.name + f"-{args.method}")
+    out = Path(args.out) if args.out else _sibling(args.model_file, f"-{args.method}")
     _compress_and_finetune(model, info, data, args, out, dataset)
     return 0
 
@@ -228,17 +247,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lc(args: argparse.Namespace) -> int:
-    """Compress by the LC algorithm (classic, from a trained model) or TT-LC (from scratch), save, report."""
+def _starting_model(args: argparse.Namespace, from_scratch: bool):
+    """The dense model a training method starts from: ``args.model_file``, or a fresh ``args.model`` (seeded).
+
+    Returns ``(model, info, dataset, data)``; ``info`` has ``arch``,
+    ``num_classes`` and ``in_channels``.
+    """
     import torch
 
     from tuckerlab.data import load_dataset
-    from tuckerlab.methods import lc_compress, tt_lc
     from tuckerlab.models import get_model
+
+    if not from_scratch:
+        model, info = _load_dense(args.model_file)
+        dataset = args.data or info["extra"].get("dataset") or "cifar10-subset"
+        return model, info, dataset, load_dataset(dataset, root=args.data_root)
+    dataset = args.data or "cifar10-subset"
+    data = load_dataset(dataset, root=args.data_root)
+    torch.manual_seed(args.seed)
+    model = get_model(args.model, num_classes=data.num_classes, in_channels=data.image_shape[0])
+    info = {"arch": args.model, "num_classes": data.num_classes, "in_channels": data.image_shape[0]}
+    return model, info, dataset, data
+
+
+def _method_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Arguments of ``lc_compress`` / ``admm_compress`` that every method command sets the same way."""
+    common = dict(
+        batch_size=args.batch_size, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        seed=args.seed, device=_device(args.device), compile=args.compile, progress=not args.no_progress,
+        max_steps_per_epoch=args.max_steps_per_epoch, checkpoint_dir=out / "checkpoints", resume=not args.restart,
+        finetune_epochs=args.finetune_epochs, execution="factorized",
+    )
+    if args.finetune_lr is not None:
+        common["finetune_lr"] = args.finetune_lr
+    if args.hooi_iters is not None:
+        common["projection_options"] = {"n_iter_max": args.hooi_iters}
+    return common
+
+
+def _method_provenance(args: argparse.Namespace, common: dict, **extra) -> dict[str, Any]:
+    """Provenance entries of a method command: its settings, without the execution details."""
+    return dict(seed=args.seed, device=common["device"], command=args.command,
+                model_file=str(args.model_file) if args.model_file else None, **extra,
+                **{k: v for k, v in common.items() if k not in ("device", "checkpoint_dir", "progress", "seed")})
+
+
+def cmd_lc(args: argparse.Namespace) -> int:
+    """Compress by the LC algorithm (classic, from a trained model) or TT-LC (from scratch), save, report."""
+    from tuckerlab.methods import lc_compress, tt_lc
     from tuckerlab.projection import Projector
     from tuckerlab.rank.spec import from_spec
-    from tuckerlab.results import provenance, write_results
-    from tuckerlab.serialization import load_model, save_model
 
     variant = args.variant
     tt = variant == "tt-lc"
@@ -247,40 +305,19 @@ def cmd_lc(args: argparse.Namespace) -> int:
         raise ValueError(f"tt-lc compresses with TT-Tucker (--method tt_tucker), got --method {method}")
     if args.target_params is not None and args.rank is not None:
         raise ValueError("give --target-params or --rank, not both")
-    if args.model_file:
-        if tt or args.from_scratch:
-            raise ValueError(f"{variant} {'trains from scratch' if tt else 'with --from-scratch'}: "
-                             "give --model ARCH instead of a model file")
-        model, info = load_model(args.model_file)
-        if info["compression"] is not None:
-            raise SystemExit(f"{args.model_file} is already factorized ({info['compression']['method']}); "
-                             "compress the dense model it came from")
-        arch = info["arch"]
-        dataset = args.data or info["extra"].get("dataset") or "cifar10-subset"
-    else:
-        if not (tt or args.from_scratch):
-            raise ValueError("lc starts from a trained model: give its model.pt (or --from-scratch with --model)")
-        arch, dataset = args.model, args.data or "cifar10-subset"
-    data = load_dataset(dataset, root=args.data_root)
-    if not args.model_file:
-        torch.manual_seed(args.seed)
-        model = get_model(arch, num_classes=data.num_classes, in_channels=data.image_shape[0])
-        info = {"arch": arch, "num_classes": data.num_classes, "in_channels": data.image_shape[0]}
+    if args.model_file and (tt or args.from_scratch):
+        raise ValueError(f"{variant} {'trains from scratch' if tt else 'with --from-scratch'}: "
+                         "give --model ARCH instead of a model file")
+    if not args.model_file and not (tt or args.from_scratch):
+        raise ValueError("lc starts from a trained model: give its model.pt (or --from-scratch with --model)")
+    model, info, dataset, data = _starting_model(args, from_scratch=not args.model_file)
+    arch = info["arch"]
     out = Path(args.out) if args.out else (
-        Path(args.model_file).parent.with_name(Path(args.model_file).parent.name + f"-{variant}-{method}")
-        if args.model_file else Path(f"runs/{arch}-{dataset}-{variant}"))
+        _sibling(args.model_file, f"-{variant}-{method}") if args.model_file
+        else Path(f"runs/{arch}-{dataset}-{variant}"))
     input_size = tuple(data.image_shape)
-    common = dict(
-        batch_size=args.batch_size, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-        seed=args.seed, device=_device(args.device), compile=args.compile, progress=not args.no_progress,
-        max_steps_per_epoch=args.max_steps_per_epoch, checkpoint_dir=out / "checkpoints", resume=not args.restart,
-        finetune_epochs=args.finetune_epochs, mu0=args.mu0, mu_growth=args.mu_growth,
-        execution="factorized",
-    )
-    if args.finetune_lr is not None:
-        common["finetune_lr"] = args.finetune_lr
-    if args.hooi_iters is not None:
-        common["projection_options"] = {"n_iter_max": args.hooi_iters}
+    common = _method_kwargs(args, out)
+    common.update(mu0=args.mu0, mu_growth=args.mu_growth)
     for key in ("steps", "epochs_per_step", "lr", "warmup_epochs"):
         if getattr(args, key) is not None:
             common["n_steps" if key == "steps" else key] = getattr(args, key)
@@ -297,19 +334,52 @@ def cmd_lc(args: argparse.Namespace) -> int:
         common.setdefault("n_steps", 50)
         common.setdefault("epochs_per_step", 15)
         result = lc_compress(model, data, specs, from_scratch=args.from_scratch, **common)
-    save_model(out / "model.pt", result.model, arch=info["arch"], num_classes=info["num_classes"],
-               in_channels=info["in_channels"], compression=_compression_spec(result.report),
-               extra={"dataset": dataset, "variant": variant})
-    prov = provenance(dataset=dataset, model=arch, seed=args.seed, device=common["device"],
-                      wall_time_s=result.seconds, command=args.command, variant=variant, method=method,
-                      target_params=args.target_params, rank=args.rank,
-                      model_file=str(args.model_file) if args.model_file else None,
-                      **{k: v for k, v in common.items() if k not in ("device", "checkpoint_dir", "progress", "seed")})
-    path = write_results(out, result.to_dict(), prov)
-    print(result.report)
-    print(result.summary())
-    print(f"model: {out / 'model.pt'}   results: {path}")
+    _write_compressed(out, result, info, dataset, _method_provenance(
+        args, common, variant=variant, method=method, target_params=args.target_params, rank=args.rank),
+        extra={"variant": variant})
     return 0
+
+
+def cmd_admm(args: argparse.Namespace) -> int:
+    """Train towards low TT/Tucker rank by ADMM (Yin et al. 2021), decompose, optionally fine-tune, save, report."""
+    from tuckerlab.methods import admm_compress
+
+    if args.model_file and args.from_scratch:
+        raise ValueError("admm with --from-scratch trains a fresh --model ARCH: give no model file")
+    from_scratch = not args.model_file
+    model, info, dataset, data = _starting_model(args, from_scratch=from_scratch)
+    out = Path(args.out) if args.out else (
+        _sibling(args.model_file, f"-admm-{args.format}") if args.model_file
+        else Path(f"runs/{info['arch']}-{dataset}-admm-{args.format}"))
+    common = _method_kwargs(args, out)
+    common.update(rank=args.rank, format=args.format, epochs=args.epochs, rho=args.rho, rho_growth=args.rho_growth,
+                  rho_max=args.rho_max, update_every=args.update_every, rescale_dual=args.rescale_dual, lr=args.lr,
+                  schedule=args.schedule, include_linear=args.include_linear)
+    step_kwargs = {k: getattr(args, k) for k in ("milestones", "gamma") if getattr(args, k) is not None}
+    if step_kwargs:
+        common["schedule_kwargs"] = step_kwargs
+    result = admm_compress(model, data, from_scratch=from_scratch, **common)
+    _write_compressed(out, result, info, dataset, _method_provenance(args, common, method=args.format,
+                                                                     from_scratch=from_scratch))
+    return 0
+
+
+def _add_method_start(p: argparse.ArgumentParser, file_help: str, scratch_help: str) -> None:
+    """Where a method command starts (a model file or a fresh architecture), and where it writes."""
+    p.add_argument("model_file", nargs="?", help=file_help)
+    p.add_argument("--model", default="resnet32", help="architecture when starting from scratch (default resnet32)")
+    p.add_argument("--data", default=None, help="data set (default: the model's, else cifar10-subset)")
+    p.add_argument("--out", default=None, help="output folder")
+    p.add_argument("--from-scratch", action="store_true", help=scratch_help)
+
+
+def _add_method_options(g, finetune_lr: str, batch_size: int, label_smoothing: float) -> None:
+    """Options every method command shares: C-step cost, fine-tuning, the run options."""
+    g.add_argument("--hooi-iters", type=int, default=None,
+                   help="cap on the HOOI sweeps of each projection (default: the decomposition's, up to 100)")
+    g.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning of the compressed model")
+    g.add_argument("--finetune-lr", type=float, default=None, help=f"fine-tuning learning rate (default {finetune_lr})")
+    _add_run_options(g, batch_size=batch_size, label_smoothing=label_smoothing)
 
 
 def _add_lc_parsers(sub) -> None:
@@ -319,12 +389,9 @@ def _add_lc_parsers(sub) -> None:
         ("tt-lc", "tt-lc", "TT-LC: LC from scratch with TT-Tucker and double Bayesian ranks (Liu et al. 2024)"),
     ):
         p = sub.add_parser(name, help=help_, description=cmd_lc.__doc__)
-        p.add_argument("model_file", nargs="?", help="model.pt of a trained dense model (classic LC)")
+        _add_method_start(p, "model.pt of a trained dense model (classic LC)",
+                          "lc: start from a fresh --model, not a trained one")
         p.add_argument("--variant", choices=["lc", "tt-lc"], default=variant, help=f"default {variant}")
-        p.add_argument("--model", default="resnet32", help="architecture when starting from scratch (default resnet32)")
-        p.add_argument("--data", default=None, help="data set (default: the model's, else cifar10-subset)")
-        p.add_argument("--out", default=None, help="output folder")
-        p.add_argument("--from-scratch", action="store_true", help="lc: start from a fresh --model, not a trained one")
         g = p.add_argument_group("compression")
         g.add_argument("--method", default=None, choices=["tucker2", "tt", "tt_tucker", "cp"],
                        help="C-step format (default tucker2 for lc, tt_tucker for tt-lc)")
@@ -343,17 +410,54 @@ def _add_lc_parsers(sub) -> None:
                        help="plain-training epochs before the ranks and the first C-step (default 0 / epochs-per-step)")
         g.add_argument("--mu0", type=float, default=1e-3, help="first penalty weight (default 1e-3)")
         g.add_argument("--mu-growth", type=float, default=1.25, help="mu multiplier per L-step (default 1.25)")
-        g.add_argument("--hooi-iters", type=int, default=None,
-                       help="cap on the HOOI sweeps of each C-step (default: the decomposition's, up to 100)")
         g = p.add_argument_group("training")
         g.add_argument("--lr", type=float, default=None, help="peak L-step learning rate (default 7e-4 / 0.1)")
         g.add_argument("--schedule", default=None,
                        help="L-step schedule (default: x0.99 per epoch restarted each L-step for lc, exp_cyclic for tt-lc)")
-        g.add_argument("--finetune-epochs", type=int, default=0)
-        g.add_argument("--finetune-lr", type=float, default=None)
-        _add_run_options(g, batch_size=128, label_smoothing=0.0)  # the LC papers' settings
+        _add_method_options(g, "1e-4 / 1e-3", batch_size=128, label_smoothing=0.0)  # the LC papers' settings
         _add_common(p)
         p.set_defaults(func=cmd_lc)
+
+
+def _update_every(text: str):
+    """``--update-every``: ``epoch`` or a number of optimizer steps (checked by the library)."""
+    if text == "epoch":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'epoch' or an integer number of steps, got {text!r}") from None
+
+
+def _add_admm_parser(sub) -> None:
+    """The ``admm`` sub-command."""
+    p = sub.add_parser("admm", help="ADMM training towards low TT/Tucker rank, then decomposition (Yin et al. 2021)",
+                       description=cmd_admm.__doc__)
+    _add_method_start(p, "model.pt of a trained dense model (default: train a fresh --model from scratch, "
+                         "as the authors do)", "train a fresh --model (the default without a model file)")
+    g = p.add_argument_group("compression")
+    g.add_argument("--format", default="tt", choices=["tt", "tucker2", "tt_tucker", "cp"],
+                   help="format of the convolutions (default tt; tucker2 is Tucker on the channel modes)")
+    g.add_argument("--rank", default="params:0.33", help=_rank_help() + " (default params:0.33, about 3x)")
+    g.add_argument("--include-linear", action="store_true", help="also compress linear layers (low rank)")
+    g = p.add_argument_group("ADMM")
+    g.add_argument("--rho", type=float, default=1e-3, help="penalty weight (default 1e-3, the authors')")
+    g.add_argument("--rho-growth", type=float, default=1.0, help="rho multiplier per update (default 1: constant)")
+    g.add_argument("--rho-max", type=float, default=None, help="cap on rho (default none)")
+    g.add_argument("--update-every", type=_update_every, default="epoch",
+                   help="Z/U-update after every epoch (default) or every N optimizer steps")
+    g.add_argument("--rescale-dual", action="store_true",
+                   help="rescale U by rho_old/rho_new when rho changes (Boyd et al. 2011)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=200, help="epochs of the ADMM phase (default 200)")
+    g.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    g.add_argument("--schedule", default="step",
+                   help="schedule of the ADMM phase (default step: x0.2 at 55/200, 110/200, 165/200 of the epochs)")
+    g.add_argument("--milestones", type=float, nargs="+", default=None, help="step schedule: epochs of the decays")
+    g.add_argument("--gamma", type=float, default=None, help="step schedule: factor of each decay (default 0.2)")
+    _add_method_options(g, "0.005", batch_size=128, label_smoothing=0.1)  # the authors' settings
+    _add_common(p)
+    p.set_defaults(func=cmd_admm)
 
 
 # ----------------------------------------------------------------- parser
@@ -452,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     _add_lc_parsers(sub)
+    _add_admm_parser(sub)
     return parser
 
 

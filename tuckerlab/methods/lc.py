@@ -42,25 +42,19 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from tuckerlab.projection import Projector, to_factorized
-from tuckerlab.train import Callback, History, IncompatibleCheckpointError, evaluate, fit, make_schedule
+from tuckerlab.train import Callback, make_schedule
+
+from ._penalty import PenaltyCallback, PenaltyResult, _check_positive_int, _metric, compress_with_penalty
 
 __all__ = ["LCCallback", "LCResult", "LStepSchedule", "lc_compress", "RANK_UPDATES"]
 
 #: How ranks may change at the C-steps after the first.
 RANK_UPDATES = ("fixed", "shrink")
-
-
-def _check_positive_int(value, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def _check_mu(mu0, mu_growth) -> tuple[float, float]:
@@ -80,14 +74,6 @@ def _shrink(old, new):
     if isinstance(old, (tuple, list)):
         return tuple(_shrink(a, b) for a, b in zip(old, new))
     return min(int(old), int(new))
-
-
-def _describe(obj) -> str | None:
-    """A description of ``obj`` that is the same in every process (no memory addresses)."""
-    if obj is None:
-        return None
-    text = repr(obj)
-    return type(obj).__qualname__ if " at 0x" in text else text
 
 
 class LStepSchedule:
@@ -134,7 +120,7 @@ class LStepSchedule:
         return f"LStepSchedule({self.inner}, period={self.period}, offset={self.offset})"
 
 
-class LCCallback(Callback):
+class LCCallback(PenaltyCallback):
     r"""The LC algorithm as a :class:`~tuckerlab.train.Callback` of :func:`~tuckerlab.train.fit`.
 
     Epochs ``0 .. warmup_epochs - 1`` are plain training (no penalty). Then:
@@ -228,6 +214,8 @@ class LCCallback(Callback):
        of neural nets: learning the rank of each layer", CVPR 2020.
     """
 
+    method_name = "LC"
+
     def __init__(
         self,
         specs=None,
@@ -242,73 +230,48 @@ class LCCallback(Callback):
         verbose: bool = False,
     ):
         self.mu0, self.mu_growth = _check_mu(mu0, mu_growth)
-        self.projection_options = dict(projection_options or {})
         self.epochs_per_step = _check_positive_int(epochs_per_step, "epochs_per_step")
         self.warmup_epochs = _check_positive_int(warmup_epochs, "warmup_epochs", 0)
         if rank_update not in RANK_UPDATES:
             raise ValueError(f"rank_update must be one of {RANK_UPDATES}, got {rank_update!r}")
-        if specs is None and rank_selector is None:
-            raise ValueError("give the layers to compress (specs) or a rank_selector that chooses them")
-        if rank_update == "shrink" and rank_selector is None:
+        if rank_update == "shrink" and rank_selector is None and specs is not None:
             raise ValueError("rank_update='shrink' needs a rank_selector to propose new ranks")
-        if rank_selector is not None and not callable(rank_selector):
-            raise ValueError(f"rank_selector must be callable, got {rank_selector!r}")
-        self.projector: Projector | None = (
-            Projector(specs, **self.projection_options) if specs is not None else None
+        super().__init__(
+            specs, rank_selector=rank_selector, projection_options=projection_options, verbose=verbose,
+            config={
+                "mu0": self.mu0,
+                "mu_growth": self.mu_growth,
+                "epochs_per_step": self.epochs_per_step,
+                "warmup_epochs": self.warmup_epochs,
+                "rank_update": rank_update,
+            },
         )
-        self.rank_selector = rank_selector
         self.rank_update = rank_update
-        self.verbose = bool(verbose)
         self.mu = self.mu0
         self.lc_step = 0
         self.targets: dict[str, torch.Tensor] | None = None
-        self.log: list[dict] = []
-        self._cache: tuple[int, list[torch.Tensor], list[str]] | None = None
-        self._config = {
-            "mu0": self.mu0,
-            "mu_growth": self.mu_growth,
-            "epochs_per_step": self.epochs_per_step,
-            "warmup_epochs": self.warmup_epochs,
-            "rank_update": rank_update,
-            "specs": self.projector.to_dict() if self.projector is not None else None,
-            "rank_selector": _describe(rank_selector),
-            "projection_options": dict(self.projection_options),
-        }
 
     # ------------------------------------------------------------ helpers
-    def _weights(self, model: nn.Module) -> list[torch.Tensor]:
-        names = self.projector.names
-        if self._cache is None or self._cache[0] != id(model) or self._cache[2] != names:
-            w = self.projector.weights(model)
-            self._cache = (id(model), [w[n] for n in names], names)
-        return self._cache[1]
-
-    def _select(self, model: nn.Module, current: Projector | None) -> Projector:
-        return Projector(self.rank_selector(model, current), **self.projection_options).validate(model)
-
     def _record(self, trainer, epoch: int, logs: dict | None, mu: float, before: float, seconds: float) -> dict:
-        d = self.projector.distances(trainer.model, self.targets)
-        total = d.pop("total")
+        total, layers = self._distances(trainer.model, self.targets)
         rec = {
             "step": self.lc_step,
             "epoch": epoch,
             "mu": mu,
-            "train_loss": float(logs["train_loss"]) if logs else math.nan,
-            "test_acc": float(logs["test_acc"]) if logs else math.nan,
+            "train_loss": _metric(logs, "train_loss"),
+            "test_acc": _metric(logs, "test_acc"),
             "distance": total["distance"],
             "relative": total["relative"],
             "distance_before": before,
-            "layers": {n: {"distance": v["distance"], "relative": v["relative"]} for n, v in d.items()},
-            "ranks": {n: s.to_dict()["rank"] for n, s in self.projector.items()},
+            "layers": layers,
+            "ranks": self._ranks(),
             "seconds": seconds,
         }
         self.log.append(rec)
         if self.verbose:
-            from tqdm.auto import tqdm
-
             what = "initial C-step" if rec["step"] == 0 else f"LC step {rec['step']}"
             loss = "" if math.isnan(rec["train_loss"]) else f", train loss {rec['train_loss']:.4f}"
-            tqdm.write(
+            self._write(
                 f"{what} (epoch {epoch}): mu {mu:.4g}{loss}, ||W - Delta(Theta)|| {rec['distance']:.4g} "
                 f"({100 * rec['relative']:.2f}% of ||W||), C-step {seconds:.2f} s"
             )
@@ -317,18 +280,11 @@ class LCCallback(Callback):
     def _initial_c_step(self, trainer, epoch: int) -> None:
         model = trainer.model
         t0 = time.perf_counter()
-        if self.rank_selector is not None:
-            self.projector = self._select(model, self.projector)
-            self._cache = None
+        self._choose_ranks(model)
         self.targets = self.projector.project(model)
         self._record(trainer, epoch, None, 0.0, math.nan, time.perf_counter() - t0)
 
     # -------------------------------------------------------------- hooks
-    def on_fit_begin(self, trainer) -> None:
-        if self.projector is not None:
-            self.projector = self.projector.validate(trainer.model)
-        self._cache = None
-
     def on_epoch_begin(self, trainer, epoch: int) -> None:
         if self.targets is None and epoch >= self.warmup_epochs:
             self._initial_c_step(trainer, epoch)
@@ -337,11 +293,7 @@ class LCCallback(Callback):
         """``mu/2 * sum_l ||W_l - Delta(Theta_l)||^2`` (None before the initial C-step)."""
         if self.targets is None:
             return None
-        weights = self._weights(model)
-        targets = [self.targets[n] for n in self.projector.names]
-        # One fused kernel per op for all layers (CUDA), instead of a few per layer.
-        norms = torch._foreach_norm(torch._foreach_sub(weights, targets))
-        return (0.5 * self.mu) * torch.stack(norms).square().sum()
+        return self._quadratic(model, [self.targets[n] for n in self.projector.names], self.mu)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         in_lc = epoch >= self.warmup_epochs and self.targets is not None
@@ -370,40 +322,22 @@ class LCCallback(Callback):
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        state = {
-            "config": copy.deepcopy(self._config),
+        return {
+            **self._base_state(),
             "mu": self.mu,
             "lc_step": self.lc_step,
             "targets": None if self.targets is None else dict(self.targets),
-            "specs": None if self.projector is None else self.projector.to_dict(),
-            "log": copy.deepcopy(self.log),
         }
-        if self.rank_selector is not None and hasattr(self.rank_selector, "state_dict"):
-            state["selector"] = self.rank_selector.state_dict()
-        return state
 
     def load_state_dict(self, state: dict) -> None:
-        saved = state.get("config")
-        if saved != self._config:
-            keys = sorted(set(saved or {}) | set(self._config))
-            diff = [k for k in keys if (saved or {}).get(k) != self._config.get(k)]
-            raise IncompatibleCheckpointError(
-                f"the checkpoint was written by an LC run with other settings ({', '.join(diff)}); "
-                "use another checkpoint_dir, delete it, or pass resume=False to start over"
-            )
+        self._load_base_state(state)
         self.mu = float(state["mu"])
         self.lc_step = int(state["lc_step"])
         self.targets = None if state["targets"] is None else {n: t for n, t in state["targets"].items()}
-        self.projector = None if state["specs"] is None else Projector.from_dict(state["specs"])
-        self.log = copy.deepcopy(list(state["log"]))
-        if "selector" in state and hasattr(self.rank_selector, "load_state_dict"):
-            self.rank_selector.load_state_dict(state["selector"])
-        self._cache = None
-
 
 # ---------------------------------------------------------------- results
 @dataclass
-class LCResult:
+class LCResult(PenaltyResult):
     """What :func:`lc_compress` (and :func:`~tuckerlab.methods.tt_lc`) produced.
 
     Attributes
@@ -438,55 +372,16 @@ class LCResult:
         How the ranks were chosen, when a selector chose them.
     """
 
-    model: nn.Module
-    dense_model: nn.Module
-    report: Any
-    projector: Projector
-    history: History
-    lc_log: list
-    accuracy_reference: float | None
-    accuracy_dense: float
-    accuracy_compressed: float
-    accuracy_finetuned: float | None = None
-    finetune_history: History | None = None
-    seconds: float = 0.0
-    rank_selection: dict | None = field(default=None)
+    _log_field: ClassVar[str] = "lc_log"
+    _log_key: ClassVar[str] = "lc_log"
+    _label: ClassVar[str] = "LC dense"
 
-    @property
-    def accuracy(self) -> float:
-        """The final accuracy: fine-tuned if fine-tuned, else compressed."""
-        return self.accuracy_compressed if self.accuracy_finetuned is None else self.accuracy_finetuned
+    lc_log: list = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready numbers (for ``results.json``)."""
-        r = self.report
-        return {
-            "accuracy_reference": self.accuracy_reference,
-            "accuracy_dense": self.accuracy_dense,
-            "accuracy_compressed": self.accuracy_compressed,
-            "accuracy_finetuned": self.accuracy_finetuned,
-            **r.totals(),
-            "report": r.to_dict(),
-            "specs": self.projector.to_dict(),
-            "lc_log": self.lc_log,
-            "history": self.history.to_dict(),
-            "finetune_history": self.finetune_history.to_dict() if self.finetune_history is not None else None,
-            "rank_selection": self.rank_selection,
-            "seconds": round(self.seconds, 2),
-        }
-
-    def summary(self) -> str:
-        """Accuracies, then parameters and MACs before and after."""
-        parts = []
-        if self.accuracy_reference is not None:
-            parts.append(f"reference {100 * self.accuracy_reference:.2f}%")
-        parts += [f"LC dense {100 * self.accuracy_dense:.2f}%", f"compressed {100 * self.accuracy_compressed:.2f}%"]
-        if self.accuracy_finetuned is not None:
-            parts.append(f"fine-tuned {100 * self.accuracy_finetuned:.2f}%")
+    def _summary_tail(self) -> str:
         last = self.lc_log[-1] if self.lc_log else None
-        dist = (f"\nfinal ||W - Delta(Theta)|| = {last['distance']:.4g} ({100 * last['relative']:.2f}% of ||W||), "
+        return (f"\nfinal ||W - Delta(Theta)|| = {last['distance']:.4g} ({100 * last['relative']:.2f}% of ||W||), "
                 f"mu = {last['mu']:.4g}") if last else ""
-        return "accuracy: " + ", ".join(parts) + "\n" + self.report.cost_line() + dist
 
 
 # ---------------------------------------------------------------- driver
@@ -496,13 +391,6 @@ def _steps_per_epoch(data, batch_size: int, max_steps_per_epoch: int | None) -> 
     if max_steps_per_epoch is not None:
         steps = max(1, min(steps, int(max_steps_per_epoch)))
     return steps
-
-
-def _final_accuracy(history: History, model: nn.Module, data, device) -> float:
-    acc = history.last().get("test_acc", math.nan) if len(history) else math.nan
-    if acc is None or math.isnan(acc):
-        acc = evaluate(model, data, device=device)["accuracy"]
-    return float(acc)
 
 
 def lc_compress(
@@ -639,8 +527,6 @@ def lc_compress(
     >>> result = lc_compress(trained, data, specs, n_steps=50, epochs_per_step=15)  # doctest: +SKIP
     >>> print(result.summary())  # doctest: +SKIP
     """
-    from tuckerlab.results import Stopwatch
-
     _check_positive_int(n_steps, "n_steps")
     _check_positive_int(finetune_epochs, "finetune_epochs", 0)
     if schedule_scope not in ("lstep", "run"):
@@ -649,13 +535,6 @@ def lc_compress(
         specs, mu0, mu_growth, epochs_per_step, warmup_epochs=warmup_epochs, rank_selector=rank_selector,
         rank_update=rank_update, projection_options=projection_options, verbose=progress,
     )
-    dense = copy.deepcopy(model)
-    if callback.projector is not None:  # every rank, and the compressed model's form, checked before training
-        callback.projector = callback.projector.validate(dense)
-        callback.projector.factorized_method()
-    input_size = tuple(data.image_shape)
-    accuracy_reference = None if from_scratch else evaluate(dense, data, device=device)["accuracy"]
-
     epochs = warmup_epochs + n_steps * epochs_per_step
     if schedule_scope == "lstep":
         spe = _steps_per_epoch(data, fit_kwargs.get("batch_size", 128), fit_kwargs.get("max_steps_per_epoch"))
@@ -666,38 +545,11 @@ def lc_compress(
         run_schedule, run_kwargs = LStepSchedule(inner, epochs_per_step * spe, warmup_epochs * spe), None
     else:
         run_schedule, run_kwargs = (schedule or "cosine"), schedule_kwargs
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-
-    with Stopwatch() as clock:
-        history = fit(
-            dense, data, epochs=epochs, lr=lr, schedule=run_schedule, schedule_kwargs=run_kwargs,
-            callbacks=[callback, *callbacks], checkpoint_dir=ckpt / "lc" if ckpt else None, resume=resume,
-            device=device, seed=seed, progress=progress, **fit_kwargs,
-        )
-        accuracy_dense = _final_accuracy(history, dense, data, device)
-        compressed, report = to_factorized(dense, callback.projector, execution=execution, input_size=input_size)
-        accuracy_compressed = evaluate(compressed, data, device=device)["accuracy"]
-        finetune_history = accuracy_finetuned = None
-        if finetune_epochs > 0:
-            finetune_history = fit(
-                compressed, data, epochs=finetune_epochs, lr=finetune_lr, schedule=finetune_schedule,
-                checkpoint_dir=ckpt / "finetune" if ckpt else None, resume=resume, device=device, seed=seed,
-                progress=progress, **fit_kwargs,
-            )
-            accuracy_finetuned = _final_accuracy(finetune_history, compressed, data, device)
-    info = getattr(rank_selector, "info", None)
-    return LCResult(
-        model=compressed,
-        dense_model=dense,
-        report=report,
-        projector=callback.projector,
-        history=history,
-        lc_log=copy.deepcopy(callback.log),
-        accuracy_reference=accuracy_reference,
-        accuracy_dense=accuracy_dense,
-        accuracy_compressed=accuracy_compressed,
-        accuracy_finetuned=accuracy_finetuned,
-        finetune_history=finetune_history,
-        seconds=clock.seconds,
-        rank_selection=info() if callable(info) else info,
+    run = compress_with_penalty(
+        model, data, callback, phase="lc", epochs=epochs, lr=lr, schedule=run_schedule, schedule_kwargs=run_kwargs,
+        from_scratch=from_scratch, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+        finetune_schedule=finetune_schedule, execution=execution, device=device, seed=seed,
+        checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks, progress=progress, fit_kwargs=fit_kwargs,
     )
+    info = getattr(rank_selector, "info", None)
+    return LCResult(**run, lc_log=copy.deepcopy(callback.log), rank_selection=info() if callable(info) else info)

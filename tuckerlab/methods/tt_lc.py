@@ -73,7 +73,8 @@ import torch
 from torch import nn
 
 from tuckerlab.projection import LayerSpec, Projector, project
-from .lc import LCResult, _check_positive_int, _describe, lc_compress
+from ._penalty import SpecRanks, _check_positive_int, _describe
+from .lc import LCResult, lc_compress
 
 __all__ = ["DoubleBayesianRanks", "tt_lc"]
 
@@ -359,29 +360,6 @@ class DoubleBayesianRanks:
         self.base_ranks = {n: _tuple(r) for n, r in state["base_ranks"].items()}
 
 
-class _SpecRanks:
-    """A rank selector from a fixed specification (string, dict, rule or literal), read at selection time."""
-
-    def __init__(self, ranks, input_size, compress_kwargs: dict):
-        self.ranks, self.input_size, self.compress_kwargs = ranks, tuple(input_size), dict(compress_kwargs)
-
-    def __repr__(self) -> str:
-        ranks = getattr(self.ranks, "description", None) or _describe(self.ranks)
-        kwargs = {k: _describe(v) for k, v in self.compress_kwargs.items()}
-        return f"SpecRanks({ranks}, {kwargs})"
-
-    def __call__(self, model: nn.Module, current: Projector | None = None) -> Projector:
-        from tuckerlab.rank.spec import from_spec
-
-        rank = self.ranks
-        if isinstance(rank, str):
-            rank = from_spec(rank, model=model, method=_FORMAT, input_size=self.input_size)
-        return Projector.from_rank(model, _FORMAT, rank, input_size=self.input_size, **self.compress_kwargs)
-
-    def info(self) -> dict:
-        return {"rule": repr(self)}
-
-
 def _plain(rank):
     return [_plain(r) for r in rank] if isinstance(rank, (list, tuple)) else int(rank)
 
@@ -507,7 +485,7 @@ def tt_lc(
     input_size = tuple(data.image_shape)
     layer_kw = dict(skip=skip, include_linear=include_linear)
     if ranks is not None:
-        selector = _SpecRanks(ranks, input_size, layer_kw)
+        selector = SpecRanks(ranks, input_size, layer_kw, format=_FORMAT)
     else:
         selector = DoubleBayesianRanks(
             target_params_ratio, n_trials=n_trials, bounds=bounds, weakening=weakening, min_rank=min_rank,
