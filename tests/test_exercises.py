@@ -274,3 +274,60 @@ def test_evbmf_threshold_wrong_answer_fails_with_hint(answer, hint, capsys):
     with pytest.raises(AssertionError, match=re.escape(hint)):
         ex.check_evbmf_threshold(answer)
     assert "passed" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# TT-Tucker parameters and the ADMM update
+# ---------------------------------------------------------------------------
+
+def tt_tucker_params(T, S, kh, kw, tucker, tt):
+    (r_out, r_in), (r1, r2, r3) = tucker, tt
+    return S * r_in + T * r_out + r_in * r1 + r1 * kh * r2 + r2 * kw * r3 + r3 * r_out
+
+
+def test_check_tt_tucker_params_passes(capsys):
+    ex.check_tt_tucker_params(tt_tucker_params)
+    assert "check_tt_tucker_params passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda T, S, kh, kw, tk, tt: T * S * kh * kw, "dense"),
+    (lambda T, S, kh, kw, tk, tt: tt_tucker_params(T, S, kh, kw, tk, tt) - S * tk[1] - T * tk[0], "Tucker factors"),
+    (lambda T, S, kh, kw, tk, tt: S * tk[1] + T * tk[0] + tk[0] * tk[1] * kh * kw, "Tucker-2"),
+    (lambda T, S, kh, kw, tk, tt: S * tt[0] + tt[0] * kh * tt[1] + tt[1] * kw * tt[2] + tt[2] * T, "plain TT"),
+    (lambda T, S, kh, kw, tk, tt: tt_tucker_params(T, S, kh, kw, tk, tt) + T, "no bias"),
+    (lambda T, S, kh, kw, tk, tt: 1.5, "integer"),
+])
+def test_check_tt_tucker_params_fails(wrong, hint):
+    with pytest.raises(AssertionError, match=hint):
+        ex.check_tt_tucker_params(wrong)
+
+
+def admm_update(w, u, project):
+    z = project(w + u)
+    return z, u + w - z
+
+
+def test_check_admm_update_passes(capsys):
+    ex.check_admm_update(admm_update)
+    assert "check_admm_update passed" in capsys.readouterr().out
+
+
+def _in_place(w, u, project):
+    z = project(w + u)
+    u += w - z
+    return z, u
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda w, u, p: (p(w), u + w - p(w)), "not W alone"),
+    (lambda w, u, p: (w + u, u - u), "call project"),
+    (lambda w, u, p: (p(w + u), u + p(w + u) - w), "sign is reversed"),
+    (lambda w, u, p: (p(w + u), w - p(w + u)), "accumulates"),
+    (lambda w, u, p: p(w + u), r"pair \(Z, U_new\)"),
+    (lambda w, u, p: (p(w + u)[:, :1], u), "shape"),
+    (_in_place, "in place"),
+])
+def test_check_admm_update_fails(wrong, hint):
+    with pytest.raises(AssertionError, match=hint):
+        ex.check_admm_update(wrong)

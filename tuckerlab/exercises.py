@@ -599,3 +599,115 @@ def check_evbmf_threshold(fn: Callable) -> None:
 
 
 __all__.append("check_evbmf_threshold")
+
+
+# ---------------------------------------------------------------------------
+# TT-Tucker parameter count
+# ---------------------------------------------------------------------------
+
+_TT_TUCKER_LAYERS = (
+    # T, S, Kh, Kw, (r_out, r_in), (r1, r2, r3)
+    (64, 64, 3, 3, (32, 24), (12, 16, 20)),
+    (32, 16, 3, 3, (8, 16), (4, 6, 8)),
+    (10, 20, 5, 3, (7, 5), (3, 4, 2)),
+    (128, 96, 3, 3, (40, 40), (40, 40, 40)),
+)
+
+
+def _tt_tucker_hint(got: int, t: int, s: int, kh: int, kw: int, tucker, tt) -> str:
+    (r_out, r_in), (r1, r2, r3) = tucker, tt
+    chain = r_in * r1 + r1 * kh * r2 + r2 * kw * r3 + r3 * r_out
+    known = {
+        t * s * kh * kw: "that is the dense convolution's count, not the factorized one",
+        chain: "the two Tucker factors (S x r_in and r_out x T) are missing",
+        s * r_in + t * r_out + r_in * r_out * kh * kw: "that is Tucker-2: the core is itself a tensor train here",
+        s * r_in + t * r_out + r_out * r1 + r1 * kh * r2 + r2 * kw * r3 + r3 * r_in: (
+            "r_in and r_out are swapped in the TT chain: its first core is r_in x r1, its last r3 x r_out"),
+        s * r1 + r1 * kh * r2 + r2 * kw * r3 + r3 * t: "that is the plain TT conv, without the Tucker factors",
+        s * r_in + t * r_out + chain + t: "count weights only, no bias",
+    }
+    return f"\n  {known[got]}" if got in known else ""
+
+
+def check_tt_tucker_params(fn: Callable) -> None:
+    """Check ``fn(T, S, Kh, Kw, tucker_ranks, tt_ranks)``: weights of a TT-Tucker conv.
+
+    A ``(T, S, Kh, Kw)`` weight in TT-Tucker format (the C-step of TT-LC,
+    Liu et al., 2024) has Tucker factors on its channel modes, ``S x r_in``
+    and ``r_out x T`` with ``tucker_ranks = (r_out, r_in)``, and a core of
+    shape ``(r_in, Kh, Kw, r_out)`` stored as a tensor train with cores
+    ``(1, r_in, r1)``, ``(r1, Kh, r2)``, ``(r2, Kw, r3)``, ``(r3, r_out, 1)``
+    and ``tt_ranks = (r1, r2, r3)``. Count all their entries (no bias); the
+    answer must agree with :meth:`tuckerlab.layers.TTTuckerConv2d.cost`.
+    """
+    from tuckerlab.layers import TTTuckerConv2d
+
+    name = "check_tt_tucker_params"
+    for t, s, kh, kw, tucker, tt in _TT_TUCKER_LAYERS:
+        got = _call(fn, name, t, s, kh, kw, tucker, tt)
+        want = TTTuckerConv2d.cost((t, s, kh, kw), (tucker, tt), (1, 1))[0]
+        if not isinstance(got, (int, np.integer)) and not (isinstance(got, float) and got.is_integer()):
+            raise AssertionError(f"{name}: a parameter count is an integer, got {got!r}")
+        if int(got) != want:
+            raise AssertionError(
+                f"{name}: T={t}, S={s}, Kh={kh}, Kw={kw}, (r_out, r_in)={tucker}, (r1, r2, r3)={tt}: "
+                f"expected {want}, got {int(got)}{_tt_tucker_hint(int(got), t, s, kh, kw, tucker, tt)}"
+            )
+    _passed(name, f"{len(_TT_TUCKER_LAYERS)} layers, square and rectangular kernels")
+
+
+__all__.append("check_tt_tucker_params")
+
+
+# ---------------------------------------------------------------------------
+# One ADMM update
+# ---------------------------------------------------------------------------
+
+def check_admm_update(fn: Callable) -> None:
+    """Check ``fn(W, U, project) -> (Z, U_new)``: the Z- and U-updates of ADMM.
+
+    For the constraint "``W`` has low rank", written ``W = Z`` with ``Z`` in
+    the low-rank set (Yin et al., 2021; Boyd et al., 2011, scaled form), one
+    update is ``Z = project(W + U)`` and ``U_new = U + W - Z``. ``project``
+    is given (here a rank-2 truncated SVD of a matrix); the answer must use
+    it and must not change ``W`` or ``U`` in place.
+    """
+    name = "check_admm_update"
+    gen = _generator(3)
+
+    def project(m):
+        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+        return (u[:, :2] * s[:2]) @ vh[:2]
+
+    for rows, cols in ((6, 5), (4, 9)):
+        w, u = _randn(rows, cols, gen=gen), 0.1 * _randn(rows, cols, gen=gen)
+        w0, u0 = w.clone(), u.clone()
+        got = _call(fn, name, w, u, project)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise AssertionError(f"{name}: return the pair (Z, U_new), got {_describe(got)}")
+        z, u_new = (_to_tensor(x, what) for x, what in zip(got, ("Z", "U_new")))
+        for x, what in ((z, "Z"), (u_new, "U_new")):
+            if x.shape != w0.shape:
+                raise AssertionError(f"{name}: {what} has shape {tuple(x.shape)}, W has {tuple(w0.shape)}")
+        if not (torch.equal(w, w0) and torch.equal(u, u0)):
+            raise AssertionError(f"{name}: W or U was changed in place; return new tensors instead")
+        want_z = project(w0 + u0)
+        if not _close(z, want_z, rtol=1e-8, atol=1e-10):
+            hint = ""
+            if _close(z, project(w0)):
+                hint = "\n  Z projects W + U, not W alone: the scaled dual U carries the accumulated residual"
+            elif _close(z, w0 + u0):
+                hint = "\n  Z must be projected onto the low-rank set (call project)"
+            raise AssertionError(f"{name}: Z differs from project(W + U) ({_max_diff(z, want_z)}){hint}")
+        want_u = u0 + w0 - want_z
+        if not _close(u_new, want_u, rtol=1e-8, atol=1e-10):
+            hint = ""
+            if _close(u_new, u0 + want_z - w0):
+                hint = "\n  the sign is reversed: U_new = U + W - Z"
+            elif _close(u_new, w0 - want_z):
+                hint = "\n  U accumulates the residuals: add W - Z to the old U"
+            raise AssertionError(f"{name}: U_new differs from U + W - Z ({_max_diff(u_new, want_u)}){hint}")
+    _passed(name, "two matrices, rank-2 projection")
+
+
+__all__.append("check_admm_update")
