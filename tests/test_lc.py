@@ -156,6 +156,14 @@ def test_compressed_model_matches_its_report_and_the_projection():
     assert "params" in result.summary() and "MACs" in result.summary()
 
 
+
+def test_finetune_schedule_kwargs_reach_the_finetuning():
+    specs = {"conv2": ("tucker2", (4, 4))}
+    result = lc_compress(tiny(), tiny_data(), specs, n_steps=1, epochs_per_step=1, lr=0.01, finetune_epochs=3,
+                         finetune_lr=0.01, finetune_schedule="step",
+                         finetune_schedule_kwargs={"milestones": [1, 2], "gamma": 0.5}, **FIT)
+    assert result.finetune_history.lr == pytest.approx([0.01, 0.005, 0.0025])
+
 def test_factorized_layers_are_the_final_projection():
     data = tiny_data()
     result = lc_compress(tiny(), data, {"conv2": ("tt_tucker", ((6, 4), (3, 4, 3)))}, n_steps=2, mu0=0.05,

@@ -414,6 +414,7 @@ def lc_compress(
     finetune_epochs: int = 0,
     finetune_lr: float = 1e-4,
     finetune_schedule: str = "cosine",
+    finetune_schedule_kwargs: Mapping | None = None,
     execution: str = "factorized",
     device: torch.device | str | None = None,
     seed: int = 0,
@@ -478,8 +479,8 @@ def lc_compress(
         :func:`tuckerlab.models.get_model` under a seed.
     finetune_epochs : int
         Epochs of fine-tuning of the compressed model (0: none).
-    finetune_lr, finetune_schedule
-        Its learning rate and schedule.
+    finetune_lr, finetune_schedule, finetune_schedule_kwargs
+        Its learning rate, schedule and the schedule's arguments.
     execution : {"factorized", "reconstructed"}
         Execution mode of the compressed model's layers.
     device : torch.device or str, optional
@@ -548,7 +549,8 @@ def lc_compress(
     run = compress_with_penalty(
         model, data, callback, phase="lc", epochs=epochs, lr=lr, schedule=run_schedule, schedule_kwargs=run_kwargs,
         from_scratch=from_scratch, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
-        finetune_schedule=finetune_schedule, execution=execution, device=device, seed=seed,
+        finetune_schedule=finetune_schedule, finetune_schedule_kwargs=finetune_schedule_kwargs, execution=execution,
+        device=device, seed=seed,
         checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks, progress=progress, fit_kwargs=fit_kwargs,
     )
     info = getattr(rank_selector, "info", None)
