@@ -123,6 +123,13 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> str:
     return f"largest difference {float(diff.max()):.3g} at index {tuple(int(i) for i in idx)}"
 
 
+def _count(got: Any, name: str, what: str) -> int:
+    """The student's count as an int: an integer, or a float with an integer value; else a failed check."""
+    if not isinstance(got, (int, np.integer)) and not (isinstance(got, float) and got.is_integer()):
+        raise AssertionError(f"{name}: {what} is an integer, got {got!r}")
+    return int(got)
+
+
 def _rel_err(x: torch.Tensor, approx: torch.Tensor) -> float:
     return float(torch.linalg.norm(x - approx) / torch.linalg.norm(x))
 
@@ -495,12 +502,11 @@ def check_tucker2_params(fn: Callable) -> None:
         t, s, kh, kw, r_out, r_in = layer
         got = _call(fn, name, *layer)
         want = _tucker2_params(*layer)
-        if not isinstance(got, (int, np.integer)) and not (isinstance(got, float) and got.is_integer()):
-            raise AssertionError(f"{name}: a parameter count is an integer, got {got!r}")
-        if int(got) != want:
+        got = _count(got, name, "a parameter count")
+        if got != want:
             raise AssertionError(
                 f"{name}: T={t}, S={s}, Kh={kh}, Kw={kw}, r_out={r_out}, r_in={r_in}: "
-                f"expected {want}, got {int(got)}{_tucker2_hint(int(got), *layer)}"
+                f"expected {want}, got {got}{_tucker2_hint(got, *layer)}"
             )
     _passed(name, f"{len(_TUCKER2_LAYERS)} layers, square and rectangular kernels")
 
@@ -518,17 +524,16 @@ def check_tucker2_macs(fn: Callable) -> None:
         t, s, kh, kw, r_out, r_in = layer
         got = _call(fn, name, *layer, h, w)
         want = h * w * _tucker2_params(*layer)
-        if not isinstance(got, (int, np.integer)) and not (isinstance(got, float) and got.is_integer()):
-            raise AssertionError(f"{name}: a MAC count is an integer, got {got!r}")
-        if int(got) != want:
-            hint = _tucker2_hint(int(got), *layer, scale=h * w)
-            if int(got) == 2 * want:
+        got = _count(got, name, "a MAC count")
+        if got != want:
+            hint = _tucker2_hint(got, *layer, scale=h * w)
+            if got == 2 * want:
                 hint = "\n  count one multiply-accumulate as one operation, not two"
-            elif int(got) == _tucker2_params(*layer):
+            elif got == _tucker2_params(*layer):
                 hint = "\n  that is the parameter count: each weight is used at every output position"
             raise AssertionError(
                 f"{name}: T={t}, S={s}, Kh={kh}, Kw={kw}, r_out={r_out}, r_in={r_in}, H={h}, W={w}: "
-                f"expected {want}, got {int(got)}{hint}"
+                f"expected {want}, got {got}{hint}"
             )
     _passed(name, f"{len(_TUCKER2_LAYERS)} layers at several output sizes")
 
@@ -646,12 +651,11 @@ def check_tt_tucker_params(fn: Callable) -> None:
     for t, s, kh, kw, tucker, tt in _TT_TUCKER_LAYERS:
         got = _call(fn, name, t, s, kh, kw, tucker, tt)
         want = TTTuckerConv2d.cost((t, s, kh, kw), (tucker, tt), (1, 1))[0]
-        if not isinstance(got, (int, np.integer)) and not (isinstance(got, float) and got.is_integer()):
-            raise AssertionError(f"{name}: a parameter count is an integer, got {got!r}")
-        if int(got) != want:
+        got = _count(got, name, "a parameter count")
+        if got != want:
             raise AssertionError(
                 f"{name}: T={t}, S={s}, Kh={kh}, Kw={kw}, (r_out, r_in)={tucker}, (r1, r2, r3)={tt}: "
-                f"expected {want}, got {int(got)}{_tt_tucker_hint(int(got), t, s, kh, kw, tucker, tt)}"
+                f"expected {want}, got {got}{_tt_tucker_hint(got, t, s, kh, kw, tucker, tt)}"
             )
     _passed(name, f"{len(_TT_TUCKER_LAYERS)} layers, square and rectangular kernels")
 
