@@ -264,3 +264,11 @@ def test_callback_checks_its_arguments(kw, name):
     args.update(kw)
     with pytest.raises(ValueError, match=name):
         ADMMCallback(args.pop("specs"), **args)
+
+
+def test_authors_step_scales_the_milestones_and_takes_overrides():
+    from tuckerlab.methods import authors_step
+
+    assert authors_step(200, 0.2)["milestones"] == pytest.approx([55, 110, 165])
+    assert authors_step(20, 0.4) == {"milestones": pytest.approx([5.5, 11.0, 16.5]), "gamma": 0.4}
+    assert authors_step(20, 0.4, {"gamma": 0.1})["gamma"] == 0.1

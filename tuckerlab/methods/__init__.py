@@ -8,7 +8,8 @@
   Bayesian" ranks: :func:`tt_lc` and :class:`DoubleBayesianRanks`;
 - :mod:`~tuckerlab.methods.admm`: ADMM training of the dense network towards
   low TT or Tucker rank, then decomposition and fine-tuning (Yin et al.,
-  2021): :class:`ADMMCallback` and :func:`admm_compress`.
+  2021): :class:`ADMMCallback`, :func:`admm_compress` and the authors' step
+  schedule :func:`authors_step`.
 
 LC and ADMM share their base callback, result and driver
 (:mod:`~tuckerlab.methods._penalty`). A method never copies the training
@@ -16,11 +17,11 @@ loop (:func:`tuckerlab.train.fit`) nor a decomposition
 (:mod:`tuckerlab.decompose`, reached through :mod:`tuckerlab.projection`).
 """
 
-from .admm import ADMMCallback, ADMMResult, admm_compress
+from .admm import ADMMCallback, ADMMResult, admm_compress, authors_step
 from .lc import LCCallback, LCResult, LStepSchedule, lc_compress
 from .tt_lc import DoubleBayesianRanks, tt_lc
 
 __all__ = [
     "LCCallback", "LCResult", "LStepSchedule", "lc_compress", "DoubleBayesianRanks", "tt_lc",
-    "ADMMCallback", "ADMMResult", "admm_compress",
+    "ADMMCallback", "ADMMResult", "admm_compress", "authors_step",
 ]

@@ -73,7 +73,7 @@ from tuckerlab.train import Callback
 
 from ._penalty import PenaltyCallback, PenaltyResult, SpecRanks, _check_positive_int, _metric, compress_with_penalty
 
-__all__ = ["ADMMCallback", "ADMMResult", "admm_compress"]
+__all__ = ["ADMMCallback", "ADMMResult", "admm_compress", "authors_step"]
 
 #: Conv formats :func:`admm_compress` can build a compressed model with from a model-wide rank.
 RANK_FORMATS = ("tt", "tucker2", "tt_tucker", "cp")
@@ -412,8 +412,18 @@ class ADMMResult(PenaltyResult):
 
 
 # ---------------------------------------------------------------- driver
-def _authors_step(epochs: int, gamma: float, kwargs: Mapping | None) -> dict:
-    """The authors' step schedule (x ``gamma`` every 55 of 200 epochs) scaled to ``epochs``, updated by ``kwargs``."""
+def authors_step(epochs: int, gamma: float, kwargs: Mapping | None = None) -> dict:
+    """Arguments of the ``"step"`` schedule of Yin et al.'s code, scaled to a run of ``epochs`` epochs.
+
+    Their runs multiply the learning rate by ``gamma`` every 55 of 200 epochs
+    (0.2 in the ADMM phase, 0.4 in fine-tuning); here the milestones are the
+    same fractions of ``epochs``. ``kwargs`` overrides any entry.
+
+    Examples
+    --------
+    >>> authors_step(20, 0.4)
+    {'milestones': [5.5, 11.0, 16.5], 'gamma': 0.4}
+    """
     return {"milestones": [f * epochs for f in _AUTHORS_MILESTONES], "gamma": gamma, **dict(kwargs or {})}
 
 
@@ -594,9 +604,9 @@ def admm_compress(
         projection_options=projection_options, verbose=progress,
     )
     if schedule == "step":
-        schedule_kwargs = _authors_step(epochs, 0.2, schedule_kwargs)
+        schedule_kwargs = authors_step(epochs, 0.2, schedule_kwargs)
     if finetune_schedule == "step":
-        finetune_schedule_kwargs = _authors_step(finetune_epochs, 0.4, finetune_schedule_kwargs)
+        finetune_schedule_kwargs = authors_step(finetune_epochs, 0.4, finetune_schedule_kwargs)
     run = compress_with_penalty(
         model, data, callback, phase="admm", epochs=epochs, lr=lr, schedule=schedule, schedule_kwargs=schedule_kwargs,
         from_scratch=from_scratch, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
