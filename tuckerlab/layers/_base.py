@@ -19,7 +19,7 @@ Torch (Kossaifi et al., "TensorLy-Torch", 2021); the code here is our own.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +136,9 @@ class FactorizedConv2d(FactorizedModule):
     because the stages before it act on channels only.
     """
 
+    #: Name of the format (:mod:`tuckerlab.formats`) that decomposes weights for this layer.
+    format_name: ClassVar[str] = ""
+
     def __init__(
         self,
         in_channels: int,
@@ -213,6 +216,17 @@ class FactorizedConv2d(FactorizedModule):
         if conv.padding_mode not in PADDING_MODES:  # pragma: no cover - torch accepts only these
             raise ValueError(f"padding_mode {conv.padding_mode!r} is not supported; accepted: {PADDING_MODES}.")
 
+    @classmethod
+    def _from_conv_via_format(cls, conv: nn.Module, rank, execution: str, options: dict):
+        """``from_conv``: the layer's format checks the rank and decomposes the weight, then the layer is built."""
+        cls._check_conv(conv, cls.__name__)
+        from tuckerlab.formats import get_format
+
+        fmt = get_format(cls.format_name)
+        rank = fmt.validate_rank(conv.weight.shape, rank)
+        dec = fmt.decompose(conv.weight.detach(), rank, **fmt.check_options(options, shape=conv.weight.shape))
+        return fmt.layer_from_factors(conv, dec, execution)
+
     @staticmethod
     def _conv_kwargs(conv: nn.Conv2d, execution: str) -> dict:
         return dict(
@@ -223,6 +237,17 @@ class FactorizedConv2d(FactorizedModule):
             padding_mode=conv.padding_mode,
             execution=execution,
         )
+
+    def _factor(self, name: str, channels: int, rank: int, kw_: dict) -> None:
+        """A ``(channels, rank)`` channel factor, or None when ``rank == channels``.
+
+        A square factor adds nothing the neighbouring core cannot hold, so it
+        is folded there and not stored: no parameters, no 1x1 stage.
+        """
+        if rank < channels:
+            setattr(self, name, nn.Parameter(torch.empty(channels, rank, **kw_)))
+        else:
+            self.register_parameter(name, None)
 
     def _reset_bias(self, fan_in: int) -> None:
         if self.bias is not None:

@@ -9,7 +9,12 @@ from torch import nn
 from ._base import FactorizedConv2d
 
 
-def _cp_rank(rank) -> int:
+def _cp_rank(rank, shape=None) -> int:
+    """The CP rank, an int; checked against the weight ``shape`` when given."""
+    if shape is not None:
+        from tuckerlab.decompose._validation import validate_cp_rank
+
+        return validate_cp_rank(rank, tuple(int(n) for n in shape))
     if isinstance(rank, int) and not isinstance(rank, bool):
         return rank
     raise ValueError(f"CPConv2d rank must be an int, got {rank!r}.")
@@ -35,7 +40,7 @@ class CPConv2d(FactorizedConv2d):
     in_channels, out_channels : int
     kernel_size : int or (int, int)
     rank : int
-        The CP rank ``R``.
+        The CP rank ``R``, in ``[1, T S Kh Kw / max(T, S, Kh, Kw)]``.
     stride, padding, dilation, groups, bias, padding_mode
         As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
     execution : {"factorized", "reconstructed"}
@@ -64,6 +69,8 @@ class CPConv2d(FactorizedConv2d):
        CP-decomposition", ICLR 2015.
     """
 
+    format_name = "cp"
+
     def __init__(
         self,
         in_channels: int,
@@ -84,8 +91,8 @@ class CPConv2d(FactorizedConv2d):
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, execution,
             device, dtype,
         )
-        r = _cp_rank(rank)
         kh, kw = self.kernel_size
+        r = _cp_rank(rank, (self.out_channels, self.in_channels, kh, kw))
         kw_ = dict(device=device, dtype=dtype)
         self.factor_out = nn.Parameter(torch.empty(self.out_channels, r, **kw_))
         self.factor_in = nn.Parameter(torch.empty(self.in_channels, r, **kw_))
@@ -176,11 +183,7 @@ class CPConv2d(FactorizedConv2d):
         -------
         CPConv2d
         """
-        cls._check_conv(conv, cls.__name__)
-        from tuckerlab.decompose import cp
-
-        dec = cp(conv.weight.detach(), rank, **decompose_kwargs)
-        return cls.from_factors(dec, **cls._conv_kwargs(conv, execution))
+        return cls._from_conv_via_format(conv, rank, execution, decompose_kwargs)
 
     def reconstruct_weight(self) -> torch.Tensor:
         return torch.einsum("tr,sr,hr,wr->tshw", self.factor_out, self.factor_in, self.factor_h, self.factor_w)
@@ -216,7 +219,7 @@ class CPConv2d(FactorizedConv2d):
             ``macs = Hi Wi S R + Ho Wi R Kh + Ho Wo R (Kw + T)``.
         """
         t, s, kh, kw = (int(d) for d in weight_shape)
-        r = _cp_rank(rank)
+        r = _cp_rank(rank, (t, s, kh, kw))
         (ho, wo), (hi, wi) = cls._hw(output_hw, input_hw, stride)
         params = r * (s + kh + kw + t) + (t if bias else 0)
         macs = hi * wi * s * r + ho * wi * r * kh + ho * wo * r * (kw + t)

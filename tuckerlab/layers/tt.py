@@ -12,23 +12,28 @@ from torch import nn
 from ._base import FactorizedConv2d
 
 
-def _tt_rank(rank, shape: Sequence[int], owner: str = "TTConv2d") -> tuple[int, int, int]:
-    """``(r1, r2, r3)`` from an inner triple, a full ``(1, r1, r2, r3, 1)`` or an int.
+def to_tt_layout(weight: torch.Tensor) -> torch.Tensor:
+    """A conv weight ``(T, S, Kh, Kw)`` in the ``(S, Kh, Kw, T)`` layout its tensor train runs in."""
+    return weight.permute(1, 2, 3, 0)
 
-    An int is a cap, as in :func:`tuckerlab.decompose.tensor_train`: bond ``k``
-    of a ``(n1, n2, n3, n4)`` tensor gets ``min(cap, n1..nk, n(k+1)..n4)``.
+
+def from_tt_layout(tensor: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_tt_layout`: ``(S, Kh, Kw, T)`` back to ``(T, S, Kh, Kw)``."""
+    return tensor.permute(3, 0, 1, 2)
+
+
+def _tt_rank(rank, shape: Sequence[int], owner: str = "TTConv2d", name: str = "rank") -> tuple[int, int, int]:
+    """``(r1, r2, r3)`` of a tensor of ``shape``, from an inner triple, ``(1, r1, r2, r3, 1)`` or an int cap.
+
+    Checked as :func:`tuckerlab.decompose.tensor_train` checks it: every
+    rank at least 1 and reachable (an int cap gives bond ``k`` ``min(cap,
+    n1..nk, n(k+1)..n4)``).
     """
-    if isinstance(rank, int) and not isinstance(rank, bool):
-        return tuple(
-            min(rank, math.prod(shape[:k]), math.prod(shape[k:])) for k in (1, 2, 3)
-        )
-    if isinstance(rank, Sequence):
-        rank = tuple(int(r) for r in rank)
-        if len(rank) == 5 and rank[0] == rank[-1] == 1:
-            rank = rank[1:-1]
-        if len(rank) == 3:
-            return rank
-    raise ValueError(f"{owner} TT rank must be (r1, r2, r3), (1, r1, r2, r3, 1) or an int, got {rank!r}.")
+    from tuckerlab.decompose._validation import validate_tt_rank
+
+    if not isinstance(rank, (int, Sequence)) or isinstance(rank, (bool, str)):
+        raise ValueError(f"{owner} TT rank must be (r1, r2, r3), (1, r1, r2, r3, 1) or an int, got {rank!r}.")
+    return validate_tt_rank(rank, tuple(int(n) for n in shape), name=name)[1:-1]
 
 
 def _tt_cores_from(decomposition) -> list[torch.Tensor]:
@@ -92,7 +97,8 @@ class TTConv2d(FactorizedConv2d):
     kernel_size : int or (int, int)
     rank : (int, int, int) or int
         Inner TT ranks ``(r1, r2, r3)`` (``(1, r1, r2, r3, 1)`` is accepted
-        too); an int uses the same rank three times.
+        too); an int is a cap: bond ``k`` gets ``min(cap, its largest
+        rank)``. Each rank must be reachable (see Notes).
     stride, padding, dilation, groups, bias, padding_mode
         As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
     execution : {"factorized", "reconstructed"}
@@ -121,6 +127,8 @@ class TTConv2d(FactorizedConv2d):
     .. [3] I. V. Oseledets, "Tensor-train decomposition", SIAM J. Sci.
        Comput. 33(5), 2011.
     """
+
+    format_name = "tt"
 
     def __init__(
         self,
@@ -223,14 +231,16 @@ class TTConv2d(FactorizedConv2d):
         -------
         TTConv2d
         """
-        cls._check_conv(conv, cls.__name__)
-        from tuckerlab.decompose import tensor_train
+        if rank is None:  # ranks chosen by TT-SVD itself from a tolerance
+            cls._check_conv(conv, cls.__name__)
+            from tuckerlab.decompose import tensor_train
 
-        dec = tensor_train(conv.weight.detach().permute(1, 2, 3, 0), rank, **decompose_kwargs)
-        return cls.from_factors(dec, **cls._conv_kwargs(conv, execution))
+            dec = tensor_train(to_tt_layout(conv.weight.detach()), None, **decompose_kwargs)
+            return cls.from_factors(dec, **cls._conv_kwargs(conv, execution))
+        return cls._from_conv_via_format(conv, rank, execution, decompose_kwargs)
 
     def reconstruct_weight(self) -> torch.Tensor:
-        return _tt_to_tensor(self.cores).permute(3, 0, 1, 2)
+        return from_tt_layout(_tt_to_tensor(self.cores))
 
     def _forward_factorized(self, x: torch.Tensor) -> torch.Tensor:
         return _tt_chain(self, x, self.cores, self.bias)
@@ -267,4 +277,4 @@ class TTConv2d(FactorizedConv2d):
         return params, _tt_chain_macs(s, kh, kw, t, r, out, inp)
 
 
-__all__ = ["TTConv2d"]
+__all__ = ["TTConv2d", "to_tt_layout", "from_tt_layout"]
