@@ -138,7 +138,7 @@ class LayerSelection:
         return {n: info.module for n, info in self.layers.items()}
 
     def only(self, names: Iterable[str], reason: str | Callable[[str], str] = "no rank") -> "LayerSelection":
-        """The same selection restricted to ``names``; the others go to ``skipped`` with ``reason`` (or ``reason(name)``)."""
+        """The selection restricted to ``names``; the others go to ``skipped`` with ``reason`` (or ``reason(name)``)."""
         keep = set(names)
         why = reason if callable(reason) else (lambda name: reason)
         return LayerSelection(

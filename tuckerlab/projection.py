@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from tuckerlab.decompose._validation import check_tensor
-from tuckerlab.formats import Format, format_names, get_format, rank_from_json, rank_to_json
+from tuckerlab.formats import Format, format_names, get_format
 
 __all__ = [
     "FORMATS",
@@ -392,7 +392,7 @@ class Projector:
         return self.reconstruct(self.decompose(model), model)
 
     def project_tensors(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{name: projection of tensors[name]}`` with each layer's format, rank and options (e.g. ADMM's ``W + U``)."""
+        """``{name: projection of tensors[name]}`` in each layer's format, rank and options (ADMM's ``W + U``)."""
         return {n: project(tensors[n], s.format, s.rank, **s.options) for n, s in self.specs.items()}
 
     def distances(self, model: nn.Module, targets: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:

@@ -24,7 +24,7 @@ from torch import nn
 
 from tuckerlab.formats import get_format
 
-__all__ = ["save_model", "load_model", "FORMAT"]
+__all__ = ["save_model", "load_model", "compression_of", "FORMAT"]
 
 FORMAT = "tuckerlab-model/2"
 #: Versions :func:`load_model` reads.
@@ -84,6 +84,15 @@ def save_model(
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def compression_of(report) -> dict[str, Any]:
+    """The ``compression`` argument of :func:`save_model` for a model built with ``report``."""
+    return {
+        "method": report.method,
+        "ranks": {row.name: row.rank for row in report.rows},
+        "formats": {row.name: row.method for row in report.rows},
+    }
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

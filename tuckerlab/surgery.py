@@ -38,8 +38,22 @@ def _ratio(before: int, after: int) -> float:
     return before / after if after else float("inf")
 
 
+class _Ratios:
+    """``params_ratio`` and ``macs_ratio`` of anything with ``params_before/after`` and ``macs_before/after``."""
+
+    @property
+    def params_ratio(self) -> float:
+        """``params_before / params_after`` (compression ratio)."""
+        return _ratio(self.params_before, self.params_after)
+
+    @property
+    def macs_ratio(self) -> float:
+        """``macs_before / macs_after`` (speed-up in MACs)."""
+        return _ratio(self.macs_before, self.macs_after)
+
+
 @dataclass
-class LayerRecord:
+class LayerRecord(_Ratios):
     """One compressed layer: what it was, the rank it got, and its cost before and after.
 
     ``params_*`` count the layer's own parameters (bias included);
@@ -55,19 +69,9 @@ class LayerRecord:
     macs_before: int
     macs_after: int
 
-    @property
-    def params_ratio(self) -> float:
-        """``params_before / params_after`` (compression ratio)."""
-        return _ratio(self.params_before, self.params_after)
-
-    @property
-    def macs_ratio(self) -> float:
-        """``macs_before / macs_after`` (speed-up in MACs)."""
-        return _ratio(self.macs_before, self.macs_after)
-
 
 @dataclass
-class CompressionReport:
+class CompressionReport(_Ratios):
     """What :func:`compress_model` did.
 
     Attributes
@@ -94,16 +98,6 @@ class CompressionReport:
     params_after: int = 0
     macs_before: int = 0
     macs_after: int = 0
-
-    @property
-    def params_ratio(self) -> float:
-        """Whole-model compression ratio ``params_before / params_after``."""
-        return _ratio(self.params_before, self.params_after)
-
-    @property
-    def macs_ratio(self) -> float:
-        """Whole-model ``macs_before / macs_after``."""
-        return _ratio(self.macs_before, self.macs_after)
 
     @property
     def params_reduction(self) -> float:

@@ -37,6 +37,7 @@ from ._base import (
     rank_to_json,
     register_format,
     registered_formats,
+    unregister_format,
 )
 from .tucker2 import Tucker2
 from .tucker import Tucker
@@ -46,7 +47,7 @@ from .cp import CP
 from .lowrank import LowRank
 
 __all__ = [
-    "Format", "register_format", "get_format", "format_names", "registered_formats",
+    "Format", "register_format", "unregister_format", "get_format", "format_names", "registered_formats",
     "rank_to_json", "rank_from_json",
     "Tucker2", "Tucker", "TT", "TTTucker", "CP", "LowRank",
 ]

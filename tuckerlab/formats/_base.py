@@ -23,6 +23,7 @@ from torch import nn
 __all__ = [
     "Format",
     "register_format",
+    "unregister_format",
     "get_format",
     "format_names",
     "registered_formats",
@@ -181,8 +182,8 @@ class Format:
         raise NotImplementedError
 
     def reconstruct(self, decomposition) -> torch.Tensor:
-        """The weight, in its original layout, from what :meth:`decompose` returned."""
-        raise NotImplementedError
+        """The weight, in its original layout, from what :meth:`decompose` returned (default: ``to_tensor()``)."""
+        return decomposition.to_tensor()
 
     def rank_of(self, decomposition) -> Any:
         """The canonical rank of a decomposition returned by :meth:`decompose`."""
@@ -195,16 +196,26 @@ class Format:
             raise ValueError(f"format {self.name!r} has no factorized layer: it can be projected onto, not built")
 
     def layer_from_factors(self, module: nn.Module, decomposition, execution: str = "factorized") -> nn.Module:
-        """The factorized layer standing for ``module`` built from ``decomposition``."""
-        raise NotImplementedError
+        """The factorized layer standing for ``module`` built from ``decomposition``.
+
+        The default builds :attr:`layer` with ``from_factors`` and the
+        convolution's hyper-parameters.
+        """
+        self.require_layer()
+        return self.layer.from_factors(decomposition, **self.layer._conv_kwargs(module, execution))
 
     def empty_layer(self, module: nn.Module, rank, execution: str = "factorized") -> nn.Module:
-        """A factorized layer for ``module`` at ``rank`` with uninitialised-in-effect factors.
+        """A factorized layer for ``module`` at ``rank``, its factors randomly initialised.
 
         Used to rebuild a saved model before its weights are loaded: nothing
-        is decomposed. The factors get the layer's random initialisation.
+        is decomposed. The default builds :attr:`layer` with the
+        convolution's hyper-parameters.
         """
-        raise NotImplementedError
+        self.require_layer()
+        kwargs = self.layer._conv_kwargs(module, execution)
+        kwargs["bias"] = kwargs["bias"] is not None
+        return self.layer(module.in_channels, module.out_channels, module.kernel_size, rank, **kwargs,
+                          device=module.weight.device, dtype=module.weight.dtype)
 
     def upgrade_state(self, state: dict, prefix: str, shape: tuple[int, ...], rank) -> None:
         """Rewrite, in place, the saved weights of one layer written by an older layout.
@@ -215,8 +226,9 @@ class Format:
 
     # ---------------------------------------------------------------- costs
     def cost(self, shape, rank, output_hw=None, input_hw=None, *, bias: bool = False) -> tuple[int, int]:
-        """``(params, MACs)`` of the factorized layer for one image (one call)."""
-        raise NotImplementedError
+        """``(params, MACs)`` of the factorized layer for one image (one call); default: the layer's ``cost``."""
+        self.require_layer()
+        return self.layer.cost(shape, rank, output_hw or (1, 1), input_hw, bias=bias)
 
     # ------------------------------------------------------ rank searches
     def rule_rank(self, weight: torch.Tensor, select: Callable, min_rank: int) -> Any:
@@ -268,6 +280,13 @@ def register_format(fmt: Format, *, replace: bool = False) -> Format:
         raise ValueError(f"format {fmt.name!r} is already registered (pass replace=True to replace it)")
     _REGISTRY[fmt.name] = fmt
     return fmt
+
+
+def unregister_format(name: str) -> Format:
+    """Remove the format called ``name`` from the registry (e.g. a test's); returns it."""
+    if name not in _REGISTRY:
+        raise ValueError(f"format={name!r} is not registered")
+    return _REGISTRY.pop(name)
 
 
 def get_format(name, *, kind: str | None = None, old_spellings: bool = False) -> Format:

@@ -141,7 +141,7 @@ def with_core_noise(select, noises):
 
 
 def dim_candidates(n: int, multiple_of: int | None, max_candidates: int) -> np.ndarray:
-    """Ranks tried for one bond of full size ``n`` (all, or multiples of ``multiple_of``, at most ``max_candidates``)."""
+    """Ranks tried for a bond of full size ``n``: all, or multiples of ``multiple_of``; at most ``max_candidates``."""
     if multiple_of:
         c = np.arange(multiple_of, n + 1, multiple_of)
         if c.size == 0:

@@ -38,25 +38,10 @@ class CP(Format):
     def decompose(self, weight, rank, **options):
         return cp(weight.detach(), rank, **options)
 
-    def reconstruct(self, decomposition):
-        return decomposition.to_tensor()
-
     def rank_of(self, decomposition):
         return int(decomposition.rank)
 
-    def layer_from_factors(self, module, decomposition, execution="factorized"):
-        return CPConv2d.from_factors(decomposition, **CPConv2d._conv_kwargs(module, execution))
 
-    def empty_layer(self, module, rank, execution="factorized"):
-        return CPConv2d(
-            module.in_channels, module.out_channels, module.kernel_size, rank, stride=module.stride,
-            padding=module.padding, dilation=module.dilation, bias=module.bias is not None,
-            padding_mode=module.padding_mode, execution=execution, device=module.weight.device,
-            dtype=module.weight.dtype,
-        )
-
-    def cost(self, shape, rank, output_hw=None, input_hw=None, *, bias=False):
-        return CPConv2d.cost(shape, rank, output_hw or (1, 1), input_hw, bias=bias)
 
     # ---------------------------------------------------------- searches
     def rule_rank(self, weight, select, min_rank):

@@ -15,7 +15,9 @@ __all__ = ["LowRank"]
 
 
 class LowRank(Format):
-    """Best rank-``r`` approximation of an ``(out, in)`` weight: rank ``r`` (an int), layer :class:`~tuckerlab.layers.LowRankLinear`.
+    """Best rank-``r`` approximation of an ``(out, in)`` weight: rank ``r`` (an int).
+
+    Layer :class:`~tuckerlab.layers.LowRankLinear`.
 
     The decomposition is the truncated SVD ``W ~ U_r S_r V_r^T``, stored as
     ``(U_r S_r^{1/2}, V_r S_r^{1/2})``; the projection it gives is the exact

@@ -51,19 +51,7 @@ class TT(Format):
     def rank_of(self, decomposition):
         return tuple(decomposition.rank[1:-1])
 
-    def layer_from_factors(self, module, decomposition, execution="factorized"):
-        return TTConv2d.from_factors(decomposition, **TTConv2d._conv_kwargs(module, execution))
 
-    def empty_layer(self, module, rank, execution="factorized"):
-        return TTConv2d(
-            module.in_channels, module.out_channels, module.kernel_size, rank, stride=module.stride,
-            padding=module.padding, dilation=module.dilation, bias=module.bias is not None,
-            padding_mode=module.padding_mode, execution=execution, device=module.weight.device,
-            dtype=module.weight.dtype,
-        )
-
-    def cost(self, shape, rank, output_hw=None, input_hw=None, *, bias=False):
-        return TTConv2d.cost(shape, rank, output_hw or (1, 1), input_hw, bias=bias)
 
     # ---------------------------------------------------------- searches
     def rule_rank(self, weight, select, min_rank):

@@ -16,7 +16,9 @@ __all__ = ["TTTucker"]
 
 
 class TTTucker(Format):
-    """TT-Tucker of a conv weight: rank ``((r_out, r_in), (r1, r2, r3))``, layer :class:`~tuckerlab.layers.TTTuckerConv2d`.
+    """TT-Tucker of a conv weight: rank ``((r_out, r_in), (r1, r2, r3))``.
+
+    Layer :class:`~tuckerlab.layers.TTTuckerConv2d`.
 
     The Tucker part is written ``(r_out, r_in)`` as for Tucker-2; the TT
     part is the inner TT ranks of the ``(r_in, Kh, Kw, r_out)`` core (or an
@@ -52,22 +54,8 @@ class TTTucker(Format):
         (r_in, r_out), tt = decomposition.rank
         return ((r_out, r_in), tuple(tt[1:-1]))
 
-    def layer_from_factors(self, module, decomposition, execution="factorized"):
-        return TTTuckerConv2d.from_factors(decomposition, **TTTuckerConv2d._conv_kwargs(module, execution))
-
-    def empty_layer(self, module, rank, execution="factorized"):
-        return TTTuckerConv2d(
-            module.in_channels, module.out_channels, module.kernel_size, rank, stride=module.stride,
-            padding=module.padding, dilation=module.dilation, bias=module.bias is not None,
-            padding_mode=module.padding_mode, execution=execution, device=module.weight.device,
-            dtype=module.weight.dtype,
-        )
-
     def upgrade_state(self, state, prefix, shape, rank):
         TTTuckerConv2d.fold_full_rank_factors(state, prefix)
-
-    def cost(self, shape, rank, output_hw=None, input_hw=None, *, bias=False):
-        return TTTuckerConv2d.cost(shape, rank, output_hw or (1, 1), input_hw, bias=bias)
 
     # ---------------------------------------------------------- searches
     def rule_rank(self, weight, select, min_rank):

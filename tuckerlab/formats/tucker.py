@@ -34,9 +34,6 @@ class Tucker(Format):
     def decompose(self, weight, rank, **options):
         return tucker(weight.detach(), rank, **options)
 
-    def reconstruct(self, decomposition):
-        return decomposition.to_tensor()
-
     def rank_of(self, decomposition):
         return tuple(decomposition.rank)
 

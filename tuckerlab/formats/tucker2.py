@@ -14,7 +14,9 @@ __all__ = ["Tucker2"]
 
 
 class Tucker2(Format):
-    """Tucker-2 of a conv weight ``(T, S, Kh, Kw)``: rank ``(r_out, r_in)``, layer :class:`~tuckerlab.layers.TuckerConv2d`.
+    """Tucker-2 of a conv weight ``(T, S, Kh, Kw)``: rank ``(r_out, r_in)``.
+
+    Layer :class:`~tuckerlab.layers.TuckerConv2d`.
 
     The decomposition is HOOI (or HOSVD) of modes 0 and 1; a factor whose
     rank equals its channel count is an orthogonal matrix that the layer
@@ -37,28 +39,11 @@ class Tucker2(Format):
     def decompose(self, weight, rank, **options):
         return tucker(weight.detach(), rank, modes=(0, 1), **options)
 
-    def reconstruct(self, decomposition):
-        return decomposition.to_tensor()
-
     def rank_of(self, decomposition):
         return tuple(decomposition.rank)
 
-    def layer_from_factors(self, module, decomposition, execution="factorized"):
-        return TuckerConv2d.from_factors(decomposition, **TuckerConv2d._conv_kwargs(module, execution))
-
-    def empty_layer(self, module, rank, execution="factorized"):
-        return TuckerConv2d(
-            module.in_channels, module.out_channels, module.kernel_size, rank, stride=module.stride,
-            padding=module.padding, dilation=module.dilation, bias=module.bias is not None,
-            padding_mode=module.padding_mode, execution=execution, device=module.weight.device,
-            dtype=module.weight.dtype,
-        )
-
     def upgrade_state(self, state, prefix, shape, rank):
         TuckerConv2d.fold_full_rank_factors(state, prefix)
-
-    def cost(self, shape, rank, output_hw=None, input_hw=None, *, bias=False):
-        return TuckerConv2d.cost(shape, rank, output_hw or (1, 1), input_hw, bias=bias)
 
     # ---------------------------------------------------------- searches
     def rule_rank(self, weight, select, min_rank):

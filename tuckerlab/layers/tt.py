@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -93,16 +92,13 @@ class TTConv2d(FactorizedConv2d):
 
     Parameters
     ----------
-    in_channels, out_channels : int
-    kernel_size : int or (int, int)
     rank : (int, int, int) or int
         Inner TT ranks ``(r1, r2, r3)`` (``(1, r1, r2, r3, 1)`` is accepted
         too); an int is a cap: bond ``k`` gets ``min(cap, its largest
         rank)``. Each rank must be reachable (see Notes).
-    stride, padding, dilation, groups, bias, padding_mode
-        As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
-    execution : {"factorized", "reconstructed"}
-    device, dtype
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As in :class:`torch.nn.Conv2d` (``groups=1`` only); ``execution``, ``device`` and ``dtype`` as in
+        :class:`~tuckerlab.layers.FactorizedConv2d`.
 
     Attributes
     ----------
@@ -130,34 +126,10 @@ class TTConv2d(FactorizedConv2d):
 
     format_name = "tt"
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        rank,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, execution,
-            device, dtype,
-        )
+    def _build(self, rank, factory: dict) -> None:
         kh, kw = self.kernel_size
-        self.cores = _tt_cores_params(
-            (self.in_channels, kh, kw, self.out_channels),
-            _tt_rank(rank, (self.in_channels, kh, kw, self.out_channels)),
-            device,
-            dtype,
-        )
-        self.reset_parameters()
+        dims = (self.in_channels, kh, kw, self.out_channels)
+        self.cores = _tt_cores_params(dims, _tt_rank(rank, dims), factory["device"], factory["dtype"])
 
     def reset_parameters(self) -> None:
         """Random cores whose rebuilt weight has the variance of ``nn.Conv2d``'s default."""
@@ -173,43 +145,13 @@ class TTConv2d(FactorizedConv2d):
         return tuple(int(c.shape[-1]) for c in self.cores[:3])
 
     @classmethod
-    def from_factors(
-        cls,
-        decomposition,
-        *,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias: torch.Tensor | None = None,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-    ) -> "TTConv2d":
-        """Build the layer from a TT decomposition of the ``(S, Kh, Kw, T)``-permuted weight.
-
-        Parameters
-        ----------
-        decomposition : TTTensor or sequence of 4 tensors
-            A :class:`tuckerlab.decompose.TTTensor` or its four cores
-            ``(1, S, r1)``, ``(r1, Kh, r2)``, ``(r2, Kw, r3)``, ``(r3, T, 1)``.
-        stride, padding, dilation, padding_mode, bias, execution
-            As in :meth:`TuckerConv2d.from_factors`.
-
-        Returns
-        -------
-        TTConv2d
-        """
+    def _unpack(cls, decomposition):
+        """A :class:`~tuckerlab.decompose.TTTensor` of the ``(S, Kh, Kw, T)``-permuted weight, or its four
+        cores ``(1, S, r1)``, ``(r1, Kh, r2)``, ``(r2, Kw, r3)``, ``(r3, T, 1)``."""
         cores = _tt_cores_from(decomposition)
         s, kh, kw, t = (c.shape[1] for c in cores)
-        layer = cls(
-            s, t, (kh, kw), tuple(c.shape[-1] for c in cores[:3]),
-            stride=stride, padding=padding, dilation=dilation, bias=bias is not None,
-            padding_mode=padding_mode, execution=execution, device=cores[0].device, dtype=cores[0].dtype,
-        )
-        with torch.no_grad():
-            for p, c in zip(layer.cores, cores):
-                p.copy_(c)
-        layer._copy_bias(bias)
-        return layer
+        rank = tuple(c.shape[-1] for c in cores[:3])
+        return s, t, (kh, kw), rank, {f"cores.{k}": c for k, c in enumerate(cores)}
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, rank=None, execution: str = "factorized", **decompose_kwargs) -> "TTConv2d":
@@ -246,35 +188,14 @@ class TTConv2d(FactorizedConv2d):
         return _tt_chain(self, x, self.cores, self.bias)
 
     @classmethod
-    def cost(
-        cls, weight_shape, rank, output_hw, input_hw=None, *, stride=1, bias: bool = False
-    ) -> tuple[int, int]:
-        """Parameters and MACs (per image) of a TT layer, without building it.
+    def _cost(cls, shape, rank, output_hw, input_hw) -> tuple[int, int]:
+        """``params = S r1 + r1 Kh r2 + r2 Kw r3 + r3 T``;
+        ``macs = Hi Wi S r1 + Ho Wi r1 r2 Kh + Ho Wo (r2 r3 Kw + r3 T)``.
 
-        MACs are those of ``"factorized"`` execution; ``"reconstructed"``
-        execution costs the dense convolution plus rebuilding the weight.
-
-        Parameters
-        ----------
-        weight_shape : sequence of int
-            ``(T, S, Kh, Kw)`` of the dense layer.
-        rank : (int, int, int) or int
-            Inner TT ranks.
-        output_hw, input_hw, stride, bias
-            As in :meth:`TuckerConv2d.cost`.
-
-        Returns
-        -------
-        (params, macs) : tuple of int
-            ``params = S r1 + r1 Kh r2 + r2 Kw r3 + r3 T (+ T)``;
-            ``macs = Hi Wi S r1 + Ho Wi r1 r2 Kh + Ho Wo (r2 r3 Kw + r3 T)``
-            (the ``Kh x 1`` stage keeps the input width).
+        The ``Kh x 1`` stage keeps the input width.
         """
-        t, s, kh, kw = (int(d) for d in weight_shape)
+        t, s, kh, kw = shape
         r = _tt_rank(rank, (s, kh, kw, t))
-        out, inp = cls._hw(output_hw, input_hw, stride)
-        params = _tt_chain_params(s, kh, kw, t, r) + (t if bias else 0)
-        return params, _tt_chain_macs(s, kh, kw, t, r, out, inp)
-
+        return _tt_chain_params(s, kh, kw, t, r), _tt_chain_macs(s, kh, kw, t, r, output_hw, input_hw)
 
 __all__ = ["TTConv2d", "to_tt_layout", "from_tt_layout"]

@@ -7,7 +7,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ._base import FactorizedConv2d
 from .tt import (
@@ -64,15 +63,12 @@ class TTTuckerConv2d(FactorizedConv2d):
 
     Parameters
     ----------
-    in_channels, out_channels : int
-    kernel_size : int or (int, int)
     rank : ((int, int), (int, int, int))
         ``((r_out, r_in), (r1, r2, r3))``; an int Tucker part means the same
         rank for both, an int TT part is a cap on every bond.
-    stride, padding, dilation, groups, bias, padding_mode
-        As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
-    execution : {"factorized", "reconstructed"}
-    device, dtype
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As in :class:`torch.nn.Conv2d` (``groups=1`` only); ``execution``, ``device`` and ``dtype`` as in
+        :class:`~tuckerlab.layers.FactorizedConv2d`.
 
     Attributes
     ----------
@@ -99,33 +95,12 @@ class TTTuckerConv2d(FactorizedConv2d):
 
     format_name = "tt_tucker"
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        rank,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, execution,
-            device, dtype,
-        )
+    def _build(self, rank, factory: dict) -> None:
         kh, kw = self.kernel_size
         (r_out, r_in), tt_rank = _tt_tucker_rank(rank, self.kernel_size, (self.out_channels, self.in_channels))
-        kw_ = dict(device=device, dtype=dtype)
-        self._factor("factor_in", self.in_channels, r_in, kw_)
-        self._factor("factor_out", self.out_channels, r_out, kw_)
-        self.cores = _tt_cores_params((r_in, kh, kw, r_out), tt_rank, device, dtype)
-        self.reset_parameters()
+        self._factor("factor_in", self.in_channels, r_in, factory)
+        self._factor("factor_out", self.out_channels, r_out, factory)
+        self.cores = _tt_cores_params((r_in, kh, kw, r_out), tt_rank, factory["device"], factory["dtype"])
 
     def reset_parameters(self) -> None:
         """Random factors whose rebuilt weight has the variance of ``nn.Conv2d``'s default."""
@@ -143,33 +118,10 @@ class TTTuckerConv2d(FactorizedConv2d):
         return (int(self.cores[3].shape[1]), int(self.cores[0].shape[1])), tt
 
     @classmethod
-    def from_factors(
-        cls,
-        decomposition,
-        *,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias: torch.Tensor | None = None,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-    ) -> "TTTuckerConv2d":
-        """Build the layer from a TT-Tucker decomposition of the ``(S, Kh, Kw, T)``-permuted weight.
-
-        Parameters
-        ----------
-        decomposition : TTTuckerTensor or ((U_out, U_in), cores)
-            A :class:`tuckerlab.decompose.TTTuckerTensor` of the permuted
-            weight with Tucker factors on modes 0 and 3 (``factors`` is
-            ``[U_in, None, None, U_out]`` and ``tt`` the TT of the core), or
-            ``U_out (T, r_out)``, ``U_in (S, r_in)`` and the four TT cores.
-        stride, padding, dilation, padding_mode, bias, execution
-            As in :meth:`TuckerConv2d.from_factors`.
-
-        Returns
-        -------
-        TTTuckerConv2d
-        """
+    def _unpack(cls, decomposition):
+        """A :class:`~tuckerlab.decompose.TTTuckerTensor` of the ``(S, Kh, Kw, T)``-permuted weight with
+        Tucker factors on modes 0 and 3, or ``((U_out, U_in), cores)``; square factors are folded into the
+        neighbouring TT cores."""
         if hasattr(decomposition, "tt"):
             factors = list(decomposition.factors)
             if len(factors) != 4 or factors[1] is not None or factors[2] is not None:
@@ -189,20 +141,10 @@ class TTTuckerConv2d(FactorizedConv2d):
             cores[3], u_out = torch.einsum("coz,to->ctz", cores[3], u_out), None
         kh, kw = cores[1].shape[1], cores[2].shape[1]
         rank = ((cores[3].shape[1], cores[0].shape[1]), tuple(c.shape[-1] for c in cores[:3]))
-        layer = cls(
-            u_in.shape[0] if u_in is not None else cores[0].shape[1],
-            u_out.shape[0] if u_out is not None else cores[3].shape[1], (kh, kw), rank,
-            stride=stride, padding=padding, dilation=dilation, bias=bias is not None,
-            padding_mode=padding_mode, execution=execution, device=cores[0].device, dtype=cores[0].dtype,
-        )
-        with torch.no_grad():
-            for param, value in ((layer.factor_in, u_in), (layer.factor_out, u_out)):
-                if param is not None:
-                    param.copy_(value)
-            for p, c in zip(layer.cores, cores):
-                p.copy_(c)
-        layer._copy_bias(bias)
-        return layer
+        tensors = {f"cores.{k}": c for k, c in enumerate(cores)}
+        tensors.update({k: v for k, v in (("factor_in", u_in), ("factor_out", u_out)) if v is not None})
+        return (u_in.shape[0] if u_in is not None else cores[0].shape[1],
+                u_out.shape[0] if u_out is not None else cores[3].shape[1], (kh, kw), rank, tensors)
 
     @staticmethod
     def fold_full_rank_factors(state: dict, prefix: str) -> None:
@@ -212,27 +154,6 @@ class TTTuckerConv2d(FactorizedConv2d):
             if u is not None and u.shape[0] == u.shape[1]:
                 state[prefix + core] = torch.einsum(eq, state[prefix + core], u)
                 del state[prefix + key]
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, rank, execution: str = "factorized", **decompose_kwargs) -> "TTTuckerConv2d":
-        """Compress a trained ``nn.Conv2d`` by a TT-Tucker decomposition of its weight.
-
-        Parameters
-        ----------
-        conv : torch.nn.Conv2d
-            With ``groups=1``.
-        rank : ((int, int), (int, int, int))
-            ``((r_out, r_in), (r1, r2, r3))``; checked by
-            :func:`tuckerlab.decompose.tt_tucker`.
-        execution : {"factorized", "reconstructed"}
-        **decompose_kwargs
-            Passed to :func:`tuckerlab.decompose.tt_tucker`.
-
-        Returns
-        -------
-        TTTuckerConv2d
-        """
-        return cls._from_conv_via_format(conv, rank, execution, decompose_kwargs)
 
     def reconstruct_weight(self) -> torch.Tensor:
         core = _tt_to_tensor(self.cores)
@@ -251,40 +172,14 @@ class TTTuckerConv2d(FactorizedConv2d):
         return F.conv2d(x, self.factor_out[:, :, None, None], self.bias)
 
     @classmethod
-    def cost(
-        cls, weight_shape, rank, output_hw, input_hw=None, *, stride=1, bias: bool = False
-    ) -> tuple[int, int]:
-        """Parameters and MACs (per image) of a TT-Tucker layer, without building it.
-
-        MACs are those of ``"factorized"`` execution; ``"reconstructed"``
-        execution costs the dense convolution plus rebuilding the weight.
-
-        Parameters
-        ----------
-        weight_shape : sequence of int
-            ``(T, S, Kh, Kw)`` of the dense layer.
-        rank : ((int, int), (int, int, int))
-        output_hw, input_hw, stride, bias
-            As in :meth:`TuckerConv2d.cost`.
-
-        Returns
-        -------
-        (params, macs) : tuple of int
-            The Tucker factors ``S r_in + T r_out`` (a folded factor counts
-            0) plus the TT chain on ``(r_in, Kh, Kw, r_out)`` (see
-            :meth:`TTConv2d.cost`).
-        """
-        t, s, kh, kw = (int(d) for d in weight_shape)
+    def _cost(cls, shape, rank, output_hw, input_hw) -> tuple[int, int]:
+        """The Tucker factors ``S r_in + T r_out`` (a folded factor counts 0) and the TT chain on the core."""
+        t, s, kh, kw = shape
         (r_out, r_in), tt = _tt_tucker_rank(rank, (kh, kw), (t, s))
-        (ho, wo), (hi, wi) = cls._hw(output_hw, input_hw, stride)
+        (ho, wo), (hi, wi) = output_hw, input_hw
         f_in, f_out = (s * r_in if r_in < s else 0), (t * r_out if r_out < t else 0)
-        params = f_in + f_out + _tt_chain_params(r_in, kh, kw, r_out, tt) + (t if bias else 0)
-        macs = (
-            hi * wi * f_in
-            + _tt_chain_macs(r_in, kh, kw, r_out, tt, (ho, wo), (hi, wi))
-            + ho * wo * f_out
-        )
+        params = f_in + f_out + _tt_chain_params(r_in, kh, kw, r_out, tt)
+        macs = hi * wi * f_in + _tt_chain_macs(r_in, kh, kw, r_out, tt, (ho, wo), (hi, wi)) + ho * wo * f_out
         return params, macs
-
 
 __all__ = ["TTTuckerConv2d"]

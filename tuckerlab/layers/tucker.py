@@ -46,17 +46,12 @@ class TuckerConv2d(FactorizedConv2d):
 
     Parameters
     ----------
-    in_channels, out_channels : int
-        ``S`` and ``T``.
-    kernel_size : int or (int, int)
     rank : (int, int) or int
         ``(r_out, r_in)``, each in ``[1, T]`` and ``[1, S]``; an int uses the
         same rank for both.
-    stride, padding, dilation, groups, bias, padding_mode
-        As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
-    execution : {"factorized", "reconstructed"}
-    device, dtype
-        Where the (randomly initialised) factors are created.
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As in :class:`torch.nn.Conv2d` (``groups=1`` only); ``execution``, ``device`` and ``dtype`` as in
+        :class:`~tuckerlab.layers.FactorizedConv2d`.
 
     Attributes
     ----------
@@ -89,33 +84,12 @@ class TuckerConv2d(FactorizedConv2d):
 
     format_name = "tucker2"
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        rank,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, execution,
-            device, dtype,
-        )
+    def _build(self, rank, factory: dict) -> None:
         kh, kw = self.kernel_size
         r_out, r_in = _tucker_rank(rank, (self.out_channels, self.in_channels))
-        kw_ = dict(device=device, dtype=dtype)
-        self.core = nn.Parameter(torch.empty(r_out, r_in, kh, kw, **kw_))
-        self._factor("factor_out", self.out_channels, r_out, kw_)
-        self._factor("factor_in", self.in_channels, r_in, kw_)
-        self.reset_parameters()
+        self.core = nn.Parameter(torch.empty(r_out, r_in, kh, kw, **factory))
+        self._factor("factor_out", self.out_channels, r_out, factory)
+        self._factor("factor_in", self.in_channels, r_in, factory)
 
     def reset_parameters(self) -> None:
         """Random factors whose rebuilt weight has the variance of ``nn.Conv2d``'s default."""
@@ -133,35 +107,9 @@ class TuckerConv2d(FactorizedConv2d):
 
     # ---------------------------------------------------------- construction
     @classmethod
-    def from_factors(
-        cls,
-        decomposition,
-        *,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias: torch.Tensor | None = None,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-    ) -> "TuckerConv2d":
-        """Build the layer from a Tucker-2 decomposition of a ``(T, S, Kh, Kw)`` weight.
-
-        Parameters
-        ----------
-        decomposition : TuckerTensor or (core, (U_out, U_in))
-            A :class:`tuckerlab.decompose.TuckerTensor` of the weight with
-            factors on modes 0 and 1 (``None`` on the spatial modes), or the
-            core ``(r_out, r_in, Kh, Kw)`` and the two factors ``(T, r_out)``,
-            ``(S, r_in)``.
-        stride, padding, dilation, padding_mode
-            Hyper-parameters of the convolution, as in :class:`torch.nn.Conv2d`.
-        bias : tensor of shape ``(T,)`` or None
-        execution : {"factorized", "reconstructed"}
-
-        Returns
-        -------
-        TuckerConv2d
-        """
+    def _unpack(cls, decomposition):
+        """A :class:`~tuckerlab.decompose.TuckerTensor` of modes ``(0, 1)`` of a ``(T, S, Kh, Kw)`` weight,
+        or ``(core, (U_out, U_in))``; square factors are folded into the core."""
         if hasattr(decomposition, "core"):
             core, factors = decomposition.core, list(decomposition.factors)
             if len(factors) != 4 or any(f is not None for f in factors[2:]):
@@ -173,27 +121,9 @@ class TuckerConv2d(FactorizedConv2d):
             raise ValueError(f"Tucker-2 core must be 4-D (r_out, r_in, Kh, Kw), got shape {tuple(core.shape)}.")
         core, u_out, u_in = _fold_square_factors(core, u_out, u_in)
         r_out, r_in, kh, kw = core.shape
-        layer = cls(
-            u_in.shape[0] if u_in is not None else r_in,
-            u_out.shape[0] if u_out is not None else r_out,
-            (kh, kw),
-            (r_out, r_in),
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            bias=bias is not None,
-            padding_mode=padding_mode,
-            execution=execution,
-            device=core.device,
-            dtype=core.dtype,
-        )
-        with torch.no_grad():
-            layer.core.copy_(core)
-            for param, value in ((layer.factor_out, u_out), (layer.factor_in, u_in)):
-                if param is not None:
-                    param.copy_(value)
-        layer._copy_bias(bias)
-        return layer
+        tensors = {"core": core, "factor_out": u_out, "factor_in": u_in}
+        return (u_in.shape[0] if u_in is not None else r_in, u_out.shape[0] if u_out is not None else r_out,
+                (kh, kw), (r_out, r_in), {k: v for k, v in tensors.items() if v is not None})
 
     @staticmethod
     def fold_full_rank_factors(state: dict, prefix: str) -> None:
@@ -213,27 +143,6 @@ class TuckerConv2d(FactorizedConv2d):
             if old is not None and new is None:
                 del state[prefix + key]
 
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, rank, execution: str = "factorized", **decompose_kwargs) -> "TuckerConv2d":
-        """Compress a trained ``nn.Conv2d`` by a Tucker-2 decomposition of its weight.
-
-        Parameters
-        ----------
-        conv : torch.nn.Conv2d
-            With ``groups=1``.
-        rank : (int, int) or int
-            ``(r_out, r_in)``; checked by :func:`tuckerlab.decompose.tucker`.
-        execution : {"factorized", "reconstructed"}
-        **decompose_kwargs
-            Passed to :func:`tuckerlab.decompose.tucker` (``method``,
-            ``n_iter_max``, ``tol``, ``random_state``).
-
-        Returns
-        -------
-        TuckerConv2d
-        """
-        return cls._from_conv_via_format(conv, rank, execution, decompose_kwargs)
-
     # --------------------------------------------------------------- compute
     def reconstruct_weight(self) -> torch.Tensor:
         w = self.core
@@ -252,45 +161,19 @@ class TuckerConv2d(FactorizedConv2d):
         return x if last else F.conv2d(x, self.factor_out[:, :, None, None], self.bias)
 
     @classmethod
-    def cost(
-        cls, weight_shape, rank, output_hw, input_hw=None, *, stride=1, bias: bool = False
-    ) -> tuple[int, int]:
-        """Parameters and MACs (per image) of a Tucker-2 layer, without building it.
+    def _cost(cls, shape, rank, output_hw, input_hw) -> tuple[int, int]:
+        """``params = S r_in + r_out r_in Kh Kw + T r_out``;
+        ``macs = Hi Wi S r_in + Ho Wo (r_in r_out Kh Kw + r_out T)``.
 
-        MACs are those of ``"factorized"`` execution; ``"reconstructed"``
-        execution costs the dense convolution plus rebuilding the weight.
-
-        Parameters
-        ----------
-        weight_shape : sequence of int
-            ``(T, S, Kh, Kw)`` of the dense layer.
-        rank : (int, int) or int
-            ``(r_out, r_in)``.
-        output_hw : (int, int)
-            Spatial size of the layer's output.
-        input_hw : (int, int), optional
-            Spatial size of its input (the first 1x1 convolution runs there);
-            by default ``output_hw`` times ``stride``.
-        stride : int or (int, int), default 1
-            Used only to infer ``input_hw``.
-        bias : bool, default False
-            Count the ``T`` bias parameters.
-
-        Returns
-        -------
-        (params, macs) : tuple of int
-            ``params = S r_in + r_out r_in Kh Kw + T r_out (+ T)``;
-            ``macs = Hi Wi S r_in + Ho Wo (r_in r_out Kh Kw + r_out T)``; the
-            term of a folded factor (``r_in = S`` or ``r_out = T``) is 0.
+        The term of a folded factor (``r_in = S`` or ``r_out = T``) is 0.
         """
-        t, s, kh, kw = (int(d) for d in weight_shape)
+        t, s, kh, kw = shape
         r_out, r_in = _tucker_rank(rank, (t, s))
-        (ho, wo), (hi, wi) = cls._hw(output_hw, input_hw, stride)
+        (ho, wo), (hi, wi) = output_hw, input_hw
         f_in, f_out = (s * r_in if r_in < s else 0), (t * r_out if r_out < t else 0)
-        params = f_in + r_out * r_in * kh * kw + f_out + (t if bias else 0)
+        params = f_in + r_out * r_in * kh * kw + f_out
         macs = hi * wi * f_in + ho * wo * (r_in * r_out * kh * kw + f_out)
         return params, macs
-
 
 def _fold_square_factors(core, u_out, u_in):
     """``(core, u_out, u_in)`` with square factors multiplied into the core (and replaced by None)."""

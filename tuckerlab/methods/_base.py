@@ -251,7 +251,8 @@ class ProjectionCallback(Callback):
         norms = torch._foreach_norm(torch._foreach_sub(self._weights(model), anchors))
         return (0.5 * weight) * torch.stack(norms).square().sum()
 
-    def _distances(self, model: nn.Module, targets: Mapping[str, torch.Tensor], key: str = "distance") -> tuple[dict, dict]:
+    def _distances(self, model: nn.Module, targets: Mapping[str, torch.Tensor],
+                   key: str = "distance") -> tuple[dict, dict]:
         """``(total, layers)``: ``||W - target||`` and its ratio to ``||W||``, overall and per layer."""
         d = self.projector.distances(model, targets)
         total = d.pop("total")

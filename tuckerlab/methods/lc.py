@@ -61,7 +61,9 @@ __all__ = ["LCCallback", "LCResult", "LStepSchedule", "lc_compress", "RANK_UPDAT
 
 #: The low-rank LC recipe of Idelbayev & Carreira-Perpinan (2020): 50 L-steps of 15 epochs, mu from 1e-3
 #: times 1.25 per step, L-step lr 7e-4 decayed x0.99 per epoch and restarted at each step; fine-tuning at 1e-4.
-RECIPE = dict(n_steps=50, epochs_per_step=15, mu0=1e-3, mu_growth=1.25, lr=7e-4, finetune_lr=1e-4)
+#: The paper learns each layer's rank with a cost criterion; ``rank_params`` is the stand-in used when no rank
+#: is given: the budget solver's ranks at this fraction of the parameters.
+RECIPE = dict(n_steps=50, epochs_per_step=15, mu0=1e-3, mu_growth=1.25, lr=7e-4, finetune_lr=1e-4, rank_params=0.5)
 
 #: The result of :func:`lc_compress` (one class for every method).
 LCResult = MethodResult
@@ -493,11 +495,7 @@ def lc_compress(
 
     References
     ----------
-    .. [1] M. A. Carreira-Perpinan, "Model compression as constrained
-       optimization, with application to neural nets. Part I: general
-       framework", arXiv:1707.01209, 2017.
-    .. [2] Y. Idelbayev and M. A. Carreira-Perpinan, "Low-rank compression
-       of neural nets: learning the rank of each layer", CVPR 2020.
+    See :class:`LCCallback`.
 
     Examples
     --------

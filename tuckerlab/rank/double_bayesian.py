@@ -29,7 +29,7 @@ from torch import nn
 
 from tuckerlab.formats import get_format, rank_from_json, rank_to_json
 
-from .selectors import RankSelector, format_for, register_selector
+from .selectors import RankSelector, RuleRanks, format_for, register_selector
 
 __all__ = ["DoubleBayesianRanks"]
 
@@ -188,12 +188,7 @@ class DoubleBayesianRanks(RankSelector):
 
     def _evbmf(self, model: nn.Module, fmt, layers) -> dict[str, Any]:
         """EVBMF ranks of the selected layers."""
-        out = {}
-        for info in layers:
-            r = self._rule(info.name, info.module, format_for(info, fmt).name)
-            if r is not None:
-                out[info.name] = r
-        return out
+        return RuleRanks(self._rule).select(model, fmt, layers, None)
 
     def _grow(self, info, fmt, rank, k: int):
         """``k`` times ``rank``, clipped to the layer's full ranks and made reachable."""

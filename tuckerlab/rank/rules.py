@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuckerlab.formats import Format, format_names, get_format
+from tuckerlab.formats import Format, get_format
 
 from .evbmf import _evbmf_scalars
 
@@ -166,7 +166,7 @@ def _check_min_rank(min_rank) -> int:
 
 # ------------------------------------------------------- spectral selectors
 class _EVBMFSelector:
-    """The EVBMF rank of a matrix, weakened towards full rank (a spectral selector, see :mod:`tuckerlab.formats._spectra`)."""
+    """The EVBMF rank of a matrix, weakened towards full rank (a spectral selector, see ``formats._spectra``)."""
 
     def __init__(self, weakening: float, sigma2: float | None = None) -> None:
         self.weakening = weakening
@@ -369,24 +369,9 @@ def evbmf_rule(weakening: float = 1.0, min_rank: int = 1) -> RankRule:
 
 
 def energy_rule(energy: float = 0.9, min_rank: int = 1) -> RankRule:
-    """Rank rule giving :func:`energy_rank` of each layer.
+    """Rank rule giving :func:`energy_rank` of each layer (``energy`` in ``(0, 1]``, checked now).
 
-    Parameters
-    ----------
-    energy : float
-        Retained energy in ``(0, 1]``.
-    min_rank : int
-        Lower bound for every rank.
-
-    Returns
-    -------
-    callable
-        ``rule(name, module, method)``; ``None`` for modules it cannot rank.
-
-    Raises
-    ------
-    ValueError
-        If ``energy`` is outside ``(0, 1]``.
+    Returns ``rule(name, module, format_name)``, None for modules it cannot rank.
     """
     energy = _check_fraction(energy, "energy")
     _check_min_rank(min_rank)
@@ -395,25 +380,11 @@ def energy_rule(energy: float = 0.9, min_rank: int = 1) -> RankRule:
 
 
 def fixed_ratio(ratio: float, min_rank: int = 1) -> RankRule:
-    """Rank rule keeping a fixed fraction of every dimension ("half ranks").
+    """Rank rule keeping a fixed fraction of every dimension ("half ranks"), :func:`fixed_ratio_rank` per layer.
 
-    Parameters
-    ----------
-    ratio : float
-        Fraction in ``(0, 1]``; each rank is ``max(min_rank, round(ratio *
-        full))`` (see :func:`fixed_ratio_rank` for ``full``).
-    min_rank : int
-        Lower bound for every rank.
-
-    Returns
-    -------
-    callable
-        ``rule(name, module, method)``; ``None`` for modules it cannot rank.
-
-    Raises
-    ------
-    ValueError
-        If ``ratio`` is outside ``(0, 1]``.
+    ``ratio`` in ``(0, 1]`` is checked now; each rank is ``max(min_rank,
+    round(ratio * full))``. Returns ``rule(name, module, format_name)``, None
+    for modules it cannot rank.
 
     Examples
     --------

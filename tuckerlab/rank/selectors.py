@@ -40,7 +40,8 @@ from torch import nn
 from tuckerlab.formats import Format, get_format
 
 __all__ = [
-    "RankSelector", "SelectionContext", "register_selector", "selector_names", "as_selector", "format_for",
+    "RankSelector", "SelectionContext", "register_selector", "unregister_selector", "selector_names",
+    "as_selector", "format_for",
     "UniformRank", "FixedRanks", "RuleRanks", "SpectralRanks", "BudgetRanks", "BayesOptRanks",
     "SPEC_HELP", "parse_literal",
 ]
@@ -160,7 +161,8 @@ class FixedRanks(RankSelector):
     def config(self) -> dict:
         from tuckerlab.formats import rank_to_json
 
-        return {"selector": "ranks", "ranks": {n: None if r is None else rank_to_json(r) for n, r in self.ranks.items()}}
+        ranks = {n: None if r is None else rank_to_json(r) for n, r in self.ranks.items()}
+        return {"selector": "ranks", "ranks": ranks}
 
 
 class RuleRanks(RankSelector):
@@ -210,6 +212,13 @@ def register_selector(name: str, factory: Callable[[str | None], RankSelector] |
         return factory
 
     return add(factory) if factory is not None else add
+
+
+def unregister_selector(name: str) -> None:
+    """Remove the selector called ``name`` from the registry (e.g. a test's)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"rank selector {name!r} is not registered")
+    del _REGISTRY[name]
 
 
 def selector_names() -> tuple[str, ...]:
@@ -367,7 +376,7 @@ class BudgetRanks(RankSelector):
 
 
 class BayesOptRanks(RankSelector):
-    """Bayesian-optimisation ranks: per layer for Tucker-2 (Kim, Lee & Choe, 2020), else a global factor on EVBMF ranks."""
+    """Bayesian-optimisation ranks: per layer for Tucker-2 (Kim, Lee & Choe, 2020), else a global factor on EVBMF."""
 
     name = "bayesopt"
 
