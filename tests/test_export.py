@@ -20,7 +20,11 @@ from tuckerlab.models import get_model
 from tuckerlab.serialization import save_model
 from tuckerlab.surgery import compress_model
 
-pytestmark = pytest.mark.usefixtures("one_thread_module")
+pytestmark = [
+    pytest.mark.usefixtures("one_thread_module"),
+    # TorchScript is deprecated upstream (documented in tuckerlab.export); the format is still tested
+    pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning"),
+]
 
 ATOL = 1e-5
 _ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import tuckerlab.latency as latency
-from tuckerlab.latency import LatencyCache, LatencyModel, choose_execution, device_name, time_module
+from tuckerlab.latency import LatencyCache, LatencyModel, choose_execution, time_module
 from tuckerlab.layers import FactorizedModule, TuckerConv2d
+from tuckerlab.results import device_name
 from tuckerlab.surgery import compress_model
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")

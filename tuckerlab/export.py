@@ -251,7 +251,7 @@ class OnnxRuntimeModule(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (out,) = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})
+        (out,) = self.session.run(None, {self.input_name: x.detach().cpu().contiguous().numpy()})
         return torch.from_numpy(out)
 
     def extra_repr(self) -> str:

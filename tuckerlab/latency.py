@@ -59,19 +59,26 @@ import copy
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from tuckerlab.layers import CPConv2d, FactorizedConv2d, FactorizedModule, LowRankLinear, TTConv2d, TTTuckerConv2d
-from tuckerlab.layers import TuckerConv2d
+from tuckerlab.layers import (
+    CPConv2d,
+    FactorizedConv2d,
+    FactorizedModule,
+    LowRankLinear,
+    TTConv2d,
+    TTTuckerConv2d,
+    TuckerConv2d,
+)
 from tuckerlab.metrics import _EvalNoGrad, memory_format_of
+from tuckerlab.results import device_name
 
 __all__ = [
     "LatencyCache",
@@ -79,7 +86,6 @@ __all__ = [
     "ExecutionReport",
     "LayerTiming",
     "choose_execution",
-    "device_name",
     "time_module",
     "CANDIDATES",
     "RANK_AXES",
@@ -91,35 +97,7 @@ CANDIDATES = ("factorized", "reconstructed", "dense", "original")
 _CACHE_FORMAT = "tuckerlab-latency/1"
 
 
-# ------------------------------------------------------------------- device
-def device_name(device: str | torch.device = "cpu") -> str:
-    """Name of the hardware a timing is valid for.
-
-    Parameters
-    ----------
-    device : str or torch.device
-
-    Returns
-    -------
-    str
-        ``"cuda:<GPU name>"`` or ``"cpu:<processor name>:<n>threads"``: CPU
-        timings depend on torch's thread count, so it is part of the name.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{device.type}:{cpu}:{torch.get_num_threads()}threads"
-
-
+# ---------------------------------------------------------------- keys
 def _layer_key(module: nn.Module, rank) -> dict:
     """Class, weight shape, rank and hyper-parameters: what fixes a layer's cost."""
     shape = _weight_shape(module)
@@ -164,7 +142,9 @@ class LatencyCache:
 
     Notes
     -----
-    A key is the JSON of a dict with ``device`` (:func:`device_name`),
+    A key is the JSON of a dict with ``device``
+    (:func:`tuckerlab.results.device_name`: the GPU, or the CPU with its
+    core and thread counts),
     ``torch`` (version), ``layer`` (class), ``weight`` (shape), ``rank``,
     the convolution's ``stride``, ``padding``, ``dilation``, ``groups``,
     ``padding_mode`` and ``bias``, ``execution``, ``input`` (one input's
@@ -286,13 +266,16 @@ class _Timer:
     def fields(self, module, rank, execution, input_shape) -> dict:
         return {**self.base, **_layer_key(module, rank), "execution": execution, "input": list(input_shape)}
 
-    def _prepare(self, module, input_shape):
-        x = torch.randn(self.batch_size, *input_shape, device=self.device, dtype=self.dtype)
+    def _prepare(self, module, input_shape, inputs: dict):
+        """The module on the device, in the dtype and layout; one random input per shape (shared)."""
+        shape = tuple(int(d) for d in input_shape)
+        if shape not in inputs:
+            x = torch.randn(self.batch_size, *shape, device=self.device, dtype=self.dtype)
+            inputs[shape] = x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
         module = module.to(self.device, self.dtype)
-        if x.dim() == 4:
-            x = x.contiguous(memory_format=self.memory_format)
+        if inputs[shape].dim() == 4:
             module = module.to(memory_format=self.memory_format)
-        return module, x
+        return module, inputs[shape]
 
     def measure(self, jobs: Sequence[tuple[dict, nn.Module, Sequence[int]]]) -> list[float]:
         """Median ms of each ``(fields, module, input shape)``; missing ones are measured.
@@ -301,11 +284,11 @@ class _Timer:
         rounds (so that a change of machine load hits all of them) and the
         median of the rounds' medians is stored.
         """
-        todo = {}
+        todo, inputs = {}, {}
         for fields, module, shape in jobs:
             k = self.cache.key(fields)
             if self.cache.get(fields) is None and k not in todo:
-                todo[k] = (fields, *self._prepare(module, shape))
+                todo[k] = (fields, *self._prepare(module, shape, inputs))
         if todo:
             runs = {k: [] for k in todo}
             for _ in range(self.rounds):
@@ -383,7 +366,7 @@ class ExecutionReport:
     layers : list of LayerTiming
     batch_size : int
     device : str
-        :func:`device_name` of the device measured.
+        :func:`tuckerlab.results.device_name` of the device measured.
     dtype, memory_format : str
     apply : str or None
         What was done with the choice (``"swap"``, ``"mode"``, None).

@@ -233,11 +233,15 @@ def measure_latency(
     memory_format : {"channels_last", "contiguous"} or torch.memory_format, default "channels_last"
         Layout of a 4-D input and of the model's 4-D weights while timing
         (the weights are put back afterwards). ``channels_last`` (NHWC) is
-        what cuDNN's and oneDNN's fastest convolution kernels read: on a
-        2-core CPU, ResNet-20 ran in 0.61x (batch 1) and 0.75x (batch 128)
-        of its NCHW time, and a Tucker-2 ResNet-20 in 0.94x and 0.59x
-        (``bench/bench_inference.py``), so it is the default on every
-        device. Inputs that are not 4-D are left as they are.
+        what oneDNN's and cuDNN's fastest convolution kernels read. Measured
+        on a 2-core CPU (1 thread, ``bench/bench_inference.py``, ResNet-20
+        with BatchNorm folded, models at half the MACs): channels_last took
+        0.90x (batch 1) and 0.79x (batch 128) of the NCHW time for the dense
+        model, 0.97x / 0.70x for Tucker-2, 0.80x / 0.62x for CP, 0.61x and
+        0.76x at batch 128 for TT and TT-Tucker, but 1.14x at batch 1 for
+        those two. It is the default on every device (the training engine
+        uses it on GPUs); pass ``"contiguous"`` to time NCHW. Inputs that
+        are not 4-D are left as they are.
 
     Returns
     -------
