@@ -138,6 +138,20 @@ def test_latency_model_interpolates_a_measured_grid(tmp_path, monkeypatch):
     assert all(shape == (4, 16, 8, 8) for _, shape in clock.calls)
 
 
+def test_latency_model_grid_of_multiples(tmp_path, monkeypatch):
+    clock = _Clock(dense=lambda m: 7.0, factorized=lambda m: float(m.rank[0] * 100 + m.rank[1]))
+    monkeypatch.setattr(latency, "time_module", clock)
+    lat = LatencyModel(batch_size=1, cache=LatencyCache(tmp_path / "lat.json"), step=8)
+    conv = nn.Conv2d(20, 32, 3)
+    assert lat.factorized_ms(conv, "tucker2", [(8, 16), (32, 20)], (6, 6)).tolist() == [816.0, 3220.0]
+    # r_out on {8, 16, 24, 32}, r_in on {8, 16, 20}: the bound 20 is a point too
+    assert len(clock.calls) == 12
+    with pytest.raises(ValueError, match="not both"):
+        LatencyModel(1, fractions=(0.5, 1.0), step=8, cache=lat.cache)
+    with pytest.raises(ValueError, match="`step` must be a positive integer"):
+        LatencyModel(1, step=0, cache=lat.cache)
+
+
 def test_latency_model_uses_exact_measurements(tmp_path, monkeypatch):
     monkeypatch.setattr(latency, "time_module", _Clock(dense=lambda m: 7.0, factorized=lambda m: float(m.rank)))
     conv = nn.Conv2d(8, 8, 3, padding=1)
