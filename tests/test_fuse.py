@@ -89,12 +89,16 @@ def test_tt_tucker_becomes_tt_with_fewer_macs(compressed):
     assert count_macs(model) < count_macs(original) and count_params(model) < count_params(original)
 
 
-@pytest.mark.parametrize("layer", ["dense", "dense_bias", "tucker2", "tt", "cp"])
+@pytest.mark.parametrize("layer", ["dense", "dense_bias", "tucker2", "tucker2_square_out", "tt", "tt_tucker_square",
+                                   "cp"])
 def test_fold_into_each_layer_type(layer):
     torch.manual_seed(1)
     conv = nn.Conv2d(6, 8, 3, padding=1, bias=layer == "dense_bias")
     make = {"tucker2": lambda: TuckerConv2d.from_conv(conv, (4, 3)), "tt": lambda: TTConv2d.from_conv(conv, (3, 4, 3)),
-            "cp": lambda: CPConv2d.from_conv(conv, 5)}
+            "cp": lambda: CPConv2d.from_conv(conv, 5),
+            # full-rank channel modes: the square factors live in the cores
+            "tucker2_square_out": lambda: TuckerConv2d.from_conv(conv, (8, 3)),
+            "tt_tucker_square": lambda: TTTuckerConv2d.from_conv(conv, ((8, 6), (3, 4, 3)))}
     first = make[layer]() if layer in make else conv
     bn = nn.BatchNorm2d(8, affine=layer != "cp")  # CP: BatchNorm without affine parameters
     model = _random_bn(nn.Sequential(first, bn, nn.ReLU())).eval()

@@ -67,8 +67,10 @@ def _trace(model: nn.Module) -> torch.fx.Graph:
 
 def _output_factor(layer: nn.Module) -> tuple[torch.Tensor, int] | None:
     """The stored tensor whose slices along one axis belong to the output channels, and that axis."""
-    if isinstance(layer, TTConv2d):
-        return layer.cores[-1], 1  # (r3, T, 1)
+    if isinstance(layer, TTConv2d) or (isinstance(layer, TTTuckerConv2d) and layer.factor_out is None):
+        return layer.cores[-1], 1  # (r3, T, 1); a square output factor is folded into it
+    if isinstance(layer, TuckerConv2d) and layer.factor_out is None:
+        return layer.core, 0  # (T, r_in, Kh, Kw): the square output factor is folded into the core
     if isinstance(layer, (TuckerConv2d, TTTuckerConv2d, CPConv2d)):
         return layer.factor_out, 0  # (T, r)
     if type(layer) is nn.Conv2d:
@@ -171,8 +173,9 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
 def _tt_tucker_as_tt(layer: TTTuckerConv2d) -> TTConv2d:
     """The TT convolution with the Tucker factors multiplied into the outer TT cores."""
     g1, g2, g3, g4 = (c.detach() for c in layer.cores)
-    first = torch.einsum("si,xia->xsa", layer.factor_in.detach(), g1)  # (1, S, r1)
-    last = torch.einsum("to,coz->ctz", layer.factor_out.detach(), g4)  # (r3, T, 1)
+    # (1, S, r1) and (r3, T, 1); a square factor is already folded into its core
+    first = g1 if layer.factor_in is None else torch.einsum("si,xia->xsa", layer.factor_in.detach(), g1)
+    last = g4 if layer.factor_out is None else torch.einsum("to,coz->ctz", layer.factor_out.detach(), g4)
     return TTConv2d.from_factors(
         [first, g2, g3, last],
         stride=layer.stride,

@@ -68,6 +68,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tuckerlab.formats import get_format
 from tuckerlab.layers import (
     CPConv2d,
     FactorizedConv2d,
@@ -625,7 +626,8 @@ RANK_AXES: dict[str, _Axes] = {
     "tt": _Axes(
         TTConv2d,
         lambda t, s, kh, kw: _tt_bounds(s, kh, kw, t),
-        lambda p, shape: tuple(p),
+        # a grid point whose ranks TT-SVD cannot reach is timed at the nearest reachable ranks below it
+        lambda p, shape: get_format("tt").scale_rank(shape, tuple(p), 1.0, 1),
         lambda r: tuple(r)[-4:-1] if len(tuple(r)) == 5 else tuple(r),
     ),
     "tt_tucker": _Axes(
