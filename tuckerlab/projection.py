@@ -548,7 +548,7 @@ def project_model(model: nn.Module, specs) -> dict[str, torch.Tensor]:
 
 
 def to_factorized(model: nn.Module, specs, *, execution: str = "factorized", input_size=(3, 32, 32),
-                  decompositions: Mapping[str, Any] | None = None):
+                  decompositions: Mapping[str, Any] | None = None, selection=None):
     """The compressed model: every layer of ``specs`` replaced by its factorized layer.
 
     The factors are ``decompositions`` when given (the factors of the last
@@ -571,6 +571,10 @@ def to_factorized(model: nn.Module, specs, *, execution: str = "factorized", inp
         One input (without batch) to measure MACs.
     decompositions : mapping, optional
         ``{name: decomposition}`` of every layer of ``specs``.
+    selection : LayerSelection, optional
+        The selection the layers came from (same architecture): its shapes
+        and totals are reused, and its skipped layers go into the report;
+        by default the layers are selected again (one forward pass).
 
     Returns
     -------
@@ -585,8 +589,10 @@ def to_factorized(model: nn.Module, specs, *, execution: str = "factorized", inp
     method, _ = proj.factorized_method()
     if decompositions is None:
         decompositions = proj.decompose(model)
-    selection = select_layers(model, names=proj.names, include_linear=True, skip_first=False,
-                              skip_pointwise=False, input_size=input_size)
+    if selection is None or not set(proj.names) <= set(selection.names):
+        selection = select_layers(model, names=proj.names, include_linear=True, skip_first=False,
+                                  skip_pointwise=False, input_size=input_size)
+    selection = selection.only(proj.names, reason="no rank")
     new, report = build_compressed(model, proj.specs, decompositions, execution=execution, selection=selection)
     report.method = method
     return new, report

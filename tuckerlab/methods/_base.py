@@ -555,10 +555,10 @@ def run_method(
             )
             accuracy_dense = _final_accuracy(history, dense, data, device)
             projector, decompositions = callback.projector, callback.final_decompositions()
+        if selection is None and callback is not None:
+            selection = callback.layers  # the layers a selector ranked (None for given specs)
         compressed, report = to_factorized(dense, projector, execution=execution, input_size=input_size,
-                                           decompositions=decompositions)
-        if selection is not None:
-            report.skipped = [s for s in selection.skipped if s[0] not in projector.names]
+                                           decompositions=decompositions, selection=selection)
         accuracy_compressed = evaluate(compressed, data, device=device)["accuracy"]
         finetune_history = accuracy_finetuned = None
         if finetune_epochs > 0:
