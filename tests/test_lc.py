@@ -348,3 +348,61 @@ def test_cli_tt_lc_from_scratch(tmp_path):
     assert prov["variant"] == "tt-lc" and prov["target_params"] == 0.5
     assert results["params_after"] / results["params_before"] <= 0.5
     assert results["rank_selection"]["factor"] is not None and results["accuracy_reference"] is None
+
+
+# ------------------------------------------------------ augmented Lagrangian
+class _Anchor(Callback):
+    """Adds 1/2 ||W - A||^2 for the weight of ``fc``: with no other gradient on it, the L-step's loss."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def penalty(self, model):
+        return 0.5 * (model.fc.weight - self.target).square().sum()
+
+
+class _Detached(nn.Module):
+    """The classifier's logits come from a bias only: the data loss does not reach ``fc``."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 6, bias=False)
+        self.logits = nn.Parameter(torch.zeros(4))
+
+    def forward(self, x):
+        return self.logits + 0.0 * x.mean((1, 2, 3))[:, None]
+
+
+@pytest.mark.parametrize("multipliers", [False, True])
+def test_lc_on_the_quadratic_problem_with_a_known_optimum(multipliers):
+    # min 1/2 ||W - A||^2 s.t. rank(W) <= 2 is solved by the truncated SVD A_2 of A (Eckart-Young). At a fixed
+    # mu the quadratic penalty's LC stops at W = (A + mu A_2) / (1 + mu), short of A_2 by ||A - A_2|| / (1 + mu);
+    # the augmented Lagrangian reaches A_2 itself.
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(6, 8, generator=g)
+    u, s, vh = torch.linalg.svd(target)
+    optimum = (u[:, :2] * s[:2]) @ vh[:2]
+    torch.manual_seed(0)
+    result = lc_compress(_Detached(), tiny_data(), {"fc": ("lowrank", 2)}, n_steps=14, epochs_per_step=4, mu0=1.0,
+                         mu_growth=1.0, lr=0.1, schedule="constant", momentum=0.0, weight_decay=0.0,
+                         multipliers=multipliers, callbacks=[_Anchor(target)], **{**FIT, "batch_size": 8})
+    w = result.dense_model.fc.weight.detach()
+    gap = float((w - optimum).norm() / optimum.norm())
+    if multipliers:
+        assert gap < 1e-3
+        assert "multiplier_norm" in result.log[-1]
+    else:
+        expected = float((target - optimum).norm() / optimum.norm()) / (1 + 1.0)
+        assert gap == pytest.approx(expected, rel=0.01)
+
+
+def test_multipliers_resume_exactly(tmp_path):
+    kw = dict(multipliers=True, mu0=0.05, mu_growth=2.0)
+    full = run_lc(tmp_path / "full", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run_lc(tmp_path / "cut", interrupt_at=2, **kw)
+    resumed = run_lc(tmp_path / "cut", **kw)
+    assert same_state(full.model, resumed.model)
+    assert without_times(full.lc_log) == without_times(resumed.lc_log)
+    with pytest.raises(IncompatibleCheckpointError, match="multipliers"):
+        run_lc(tmp_path / "cut")  # the same run without multipliers is another run

@@ -53,6 +53,7 @@ from tuckerlab.formats import Format, format_names, get_format
 
 __all__ = [
     "FORMATS",
+    "check_finite",
     "LayerSpec",
     "Projector",
     "project",
@@ -82,6 +83,23 @@ class _FormatNames:
 
 #: Names of the formats :func:`project` accepts (the registry of :mod:`tuckerlab.formats`).
 FORMATS = _FormatNames()
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], what: str = "layer") -> None:
+    """Raise ``ValueError`` naming every tensor of ``tensors`` with NaN or Inf entries (and how many).
+
+    A decomposition of a non-finite weight fails deep inside an eigensolver
+    ("ill-conditioned") or returns garbage; this check says which weight it
+    is instead. One host synchronisation for all tensors.
+    """
+    if not tensors:
+        return
+    with torch.no_grad():
+        bad = torch.stack([(~torch.isfinite(t.detach())).sum() for t in tensors.values()]).cpu().tolist()
+    named = [f"{what} {n!r} ({b} of {t.numel()} values)" for (n, t), b in zip(tensors.items(), bad) if b]
+    if named:
+        raise ValueError(f"non-finite (NaN or Inf) weights in {', '.join(named[:8])}"
+                         f"{' and more' if len(named) > 8 else ''}")
 
 
 def validate_rank(shape, format, rank, *, layer: str | None = None):
@@ -376,16 +394,26 @@ class Projector:
 
     # ------------------------------------------------------------ C-step
     def decompose(self, model: nn.Module) -> dict[str, Any]:
-        """``{name: decomposition}`` of the current weights (see :func:`decompose_weight`)."""
-        weights = self.weights(model)
-        return {n: s.fmt.decompose(weights[n].detach(), s.rank, **s.fmt.check_options(s.options))
+        """``{name: decomposition}`` of the current weights (see :func:`decompose_weight`).
+
+        Raises ``ValueError`` naming the layers whose weights are not finite.
+        """
+        return self.decompose_tensors(self.weights(model))
+
+    def decompose_tensors(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """``{name: decomposition of tensors[name]}`` in each layer's format, rank and options."""
+        check_finite(tensors)
+        return {n: s.fmt.decompose(tensors[n].detach(), s.rank, **s.fmt.check_options(s.options))
                 for n, s in self.specs.items()}
 
-    def reconstruct(self, decompositions: Mapping[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
-        """``{name: weight}`` rebuilt from ``decompositions``, each like the layer's weight (shape, dtype, layout)."""
-        weights = self.weights(model)
+    def reconstruct(self, decompositions: Mapping[str, Any], like) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` rebuilt from ``decompositions``, each like ``like[name]`` (shape, dtype, layout).
+
+        ``like`` is a model (its layers' weights) or a mapping of tensors.
+        """
+        like = self.weights(like) if isinstance(like, nn.Module) else like
         with torch.no_grad():
-            return {n: _like(weights[n], s.fmt.reconstruct(decompositions[n])) for n, s in self.specs.items()}
+            return {n: _like(like[n], s.fmt.reconstruct(decompositions[n])) for n, s in self.specs.items()}
 
     def project(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """``{name: Delta(Theta)}``: every named weight projected, on its own device."""
@@ -393,7 +421,7 @@ class Projector:
 
     def project_tensors(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``{name: projection of tensors[name]}`` in each layer's format, rank and options (ADMM's ``W + U``)."""
-        return {n: project(tensors[n], s.format, s.rank, **s.options) for n, s in self.specs.items()}
+        return self.reconstruct(self.decompose_tensors(tensors), tensors)
 
     def distances(self, model: nn.Module, targets: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:
         """``||W - target||`` and ``||W||`` per layer, plus ``"total"`` over all layers.

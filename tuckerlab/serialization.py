@@ -111,19 +111,32 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors alike: the file is not a readable model file
+        raise ValueError(
+            f"model file {str(path)!r} cannot be read ({type(err).__name__}): it is damaged, truncated or not a "
+            "file written by tuckerlab; train or compress again to rewrite it"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") not in _READABLE:
         raise ValueError(
             f"{str(path)!r} is not a tuckerlab model file (format {FORMAT!r}); "
             "training checkpoints (checkpoints/last.pt) are resumed by running the same `tuckerlab` command "
             "again (resuming is the default), the finished model is the run's model.pt"
         )
-    model = get_model(payload["arch"], num_classes=payload["num_classes"], in_channels=payload["in_channels"])
-    compression = payload.get("compression")
-    state = dict(payload["state_dict"])
-    if compression is not None:
-        model, compression = _factorize(model, compression, state, upgrade=payload["format"] != FORMAT)
-    model.load_state_dict(state)
+    try:
+        model = get_model(payload["arch"], num_classes=payload["num_classes"], in_channels=payload["in_channels"])
+        compression = payload.get("compression")
+        state = dict(payload["state_dict"])
+        if compression is not None:
+            model, compression = _factorize(model, compression, state, upgrade=payload["format"] != FORMAT)
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError) as err:
+        detail = str(err).splitlines()
+        raise ValueError(
+            f"model file {str(path)!r} does not fit its own description (architecture {payload.get('arch')!r}, "
+            f"{payload.get('num_classes')!r} classes): {type(err).__name__}: {' '.join(detail[:3])[:400]}"
+        ) from None
     model.eval()
     info = {k: payload[k] for k in ("arch", "num_classes", "in_channels", "extra")}
     info["compression"] = compression

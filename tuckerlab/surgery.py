@@ -431,7 +431,8 @@ def compress_model(
     Grouped and depthwise convolutions (``groups != 1``) are never
     decomposed; they are listed in ``report.skipped``. Invalid ranks raise a
     ``ValueError`` that names the layer, the mode or bond and the accepted
-    range; every rank is checked before any weight is decomposed.
+    range; every rank is checked before any weight is decomposed. A model
+    with NaN or Inf parameters anywhere is refused, naming them.
 
     Examples
     --------
@@ -443,9 +444,12 @@ def compress_model(
     from tuckerlab.projection import LayerSpec
     from tuckerlab.rank.selectors import FixedRanks, SelectionContext, as_selector
 
+    from tuckerlab.projection import check_finite
+
     fmt = _conv_format(format)
     if execution not in EXECUTION_MODES:
         raise ValueError(f"`execution` must be one of {EXECUTION_MODES}, got {execution!r}.")
+    check_finite(dict(model.named_parameters()), "parameter")  # a broken model is not compressed, even in part
     selector = as_selector(rank)
     if isinstance(selector, FixedRanks):
         check_layer_names(model, selector.ranks)

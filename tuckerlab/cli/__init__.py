@@ -19,6 +19,11 @@ Examples
 
 ``--plugins MODULE[,MODULE]`` imports modules first, so that formats and
 rank selectors they register can be named on the command line.
+
+Errors are one or two lines naming the flag or file, the value and what to
+do; ``--debug`` (or ``TUCKERLAB_DEBUG=1``) shows the traceback of an
+unexpected one. Exit status: 0 done, 2 bad input, 1 unexpected error, 130
+interrupted (a training command resumes when run again).
 """
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compress convolutional networks by tensor decomposition.",
     )
     parser.add_argument("--version", action="version", version=f"tuckerlab {__version__}")
+    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("TUCKERLAB_DEBUG")),
+                        help="show the full traceback of an unexpected error (also TUCKERLAB_DEBUG=1)")
     parser.add_argument("--plugins", default=os.environ.get("TUCKERLAB_PLUGINS"),
                         help="modules to import first (comma-separated), e.g. ones registering formats or rank "
                              "selectors (default $TUCKERLAB_PLUGINS)")
@@ -77,6 +84,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        where = f" (checkpoints under {out})" if out else ""
+        print(f"tuckerlab {args.command}: interrupted{where}; run the same command again to resume from the last "
+              "checkpoint (add --restart to start over)", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
         print(f"tuckerlab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # unexpected: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"tuckerlab {args.command}: unexpected error: {type(err).__name__}: {err}\n"
+              "(run with --debug, or TUCKERLAB_DEBUG=1, for the traceback)", file=sys.stderr)
+        return 1

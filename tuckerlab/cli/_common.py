@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 __all__ = [
     "add_run_options", "add_training_options", "add_common", "add_method_start", "add_method_options",
     "default_of", "given", "device", "fraction", "load_dense", "starting_model", "write_compressed",
-    "sibling", "refuse", "train_kwargs", "method_kwargs", "method_provenance", "rank_help",
+    "sibling", "refuse", "train_kwargs", "method_kwargs", "method_provenance", "rank_help", "rank_spec",
 ]
 
 
@@ -59,11 +59,34 @@ def rank_help() -> str:
 
 
 def device(name: str | None):
+    """``--device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N``; a GPU that is not there is refused."""
     import torch
 
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name!r}: no CUDA GPU is available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {name!r}: accepted are auto, cpu, cuda and cuda:N")
+    return dev
+
+
+def rank_spec(text: str) -> str:
+    """``--rank``: a rank specification, checked now (the string is kept for the records)."""
+    from tuckerlab.rank.selectors import as_selector
+
+    try:
+        as_selector(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 # ----------------------------------------------------------------- options

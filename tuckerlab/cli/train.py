@@ -180,12 +180,12 @@ def add_format_options(p: argparse.ArgumentParser, rank: str) -> None:
     """``--format`` (``--method`` is its older name), ``--rank`` and ``--include-linear``."""
     from tuckerlab.formats import format_names
 
-    from ._common import rank_help
+    from ._common import rank_help, rank_spec
 
     choices = list(format_names("conv", with_layer=True))
     p.add_argument("--format", "--method", dest="format", default="tucker2", choices=choices,
                    help="format of the convolutions (default tucker2; --method is an older name)")
-    p.add_argument("--rank", default=rank, help=rank_help() + f" (default {rank!r})")
+    p.add_argument("--rank", type=rank_spec, default=rank, help=rank_help() + f" (default {rank!r})")
     p.add_argument("--include-linear", action="store_true", help="also factorize linear layers (low rank)")
 
 

@@ -62,6 +62,7 @@ import math
 import numbers
 import os
 import time
+import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -491,7 +492,10 @@ def admm_compress(
         model (see :class:`ADMMCallback`).
     from_scratch : bool
         The model passed in is an untrained initialisation: its test
-        accuracy is not measured as a reference.
+        accuracy is not measured as a reference. A rank read off its
+        weights (``"params:..."``, ``"evbmf"``, ...) is then read off random
+        weights, as in the authors' code (a warning says so); give
+        ``specs`` or a literal rank to choose them yourself.
     finetune_epochs : int
         Epochs of fine-tuning of the compressed model (0: none; 200 in the
         authors' code).
@@ -518,7 +522,9 @@ def admm_compress(
     **fit_kwargs
         More arguments of :func:`tuckerlab.train.fit` for both phases
         (``batch_size``, ``weight_decay``, ``momentum``,
-        ``max_steps_per_epoch``, ...).
+        ``max_steps_per_epoch``, ...). Weight decay applies to every
+        parameter, BatchNorm and biases included, as in the authors' code;
+        ``decay_bn_bias=False`` exempts them.
 
     Returns
     -------
@@ -579,6 +585,14 @@ def admm_compress(
                                         skip=skip, include_linear=include_linear)
         except ValueError as err:
             raise ValueError(f"rank={rank!r}: {err}") from None
+        from tuckerlab.rank.selectors import FixedRanks, UniformRank
+
+        if from_scratch and not isinstance(selector, (FixedRanks, UniformRank)):
+            warnings.warn(
+                f"rank={rank!r} is read off the weights of an untrained model (from_scratch=True): the ranks follow "
+                "the random initialisation, as in the authors' code; pass specs or a literal rank to choose them",
+                UserWarning, stacklevel=2,
+            )
     elif specs is None:
         raise ValueError(
             "give the ranks: specs ({layer: (format, rank)} or a Projector) or rank (e.g. 'params:0.33', "

@@ -162,6 +162,14 @@ class LCCallback(ProjectionCallback):
         Which layers the selector ranks.
     rank_update : {"fixed", "shrink"}
         See :class:`~tuckerlab.methods._base.ProjectionCallback`.
+    multipliers : bool
+        Use the augmented Lagrangian (Carreira-Perpinan, 2017, section 4):
+        Lagrange multipliers ``lambda``, the L-step on ``L(W) - lambda^T (W -
+        Delta) + mu/2 ||W - Delta||^2``, the C-step projecting ``W -
+        lambda/mu``, then ``lambda <- lambda - mu (W - Delta(Theta))``. ``W``
+        then reaches the constrained optimum at a finite ``mu``, where the
+        quadratic penalty (False, the default) only approaches it as ``mu ->
+        inf``.
     projection_options : mapping, optional
         Decomposition options for every layer whose spec has none (see
         :class:`~tuckerlab.projection.Projector`), e.g. ``{"n_iter_max":
@@ -233,11 +241,15 @@ class LCCallback(ProjectionCallback):
         rank_selector=None,
         layers: LayerChoice | None = None,
         rank_update: str = "fixed",
+        multipliers: bool = False,
         projection_options: Mapping | None = None,
         verbose: bool = False,
         data=None,
     ):
         self.mu0, self.mu_growth = _check_mu(mu0, mu_growth)
+        if not isinstance(multipliers, bool):
+            raise ValueError(f"multipliers must be True or False, got {multipliers!r}")
+        self.multipliers = multipliers
         self.epochs_per_step = _check_positive_int(epochs_per_step, "epochs_per_step")
         self.warmup_epochs = _check_positive_int(warmup_epochs, "warmup_epochs", 0)
         if rank_update not in RANK_UPDATES:
@@ -251,11 +263,14 @@ class LCCallback(ProjectionCallback):
                 "epochs_per_step": self.epochs_per_step,
                 "warmup_epochs": self.warmup_epochs,
                 "rank_update": rank_update,
+                **({"multipliers": True} if multipliers else {}),
             },
         )
         self.mu = self.mu0
         self.lc_step = 0
         self.targets: dict[str, torch.Tensor] | None = None
+        self.lam: dict[str, torch.Tensor] | None = None  # Lagrange multipliers (multipliers=True)
+        self._anchors: list[torch.Tensor] | None = None
         self.decompositions: dict | None = None  # factors of the last C-step (not checkpointed)
 
     # ------------------------------------------------------------ helpers
@@ -274,6 +289,8 @@ class LCCallback(ProjectionCallback):
             "ranks": self._ranks(),
             "seconds": seconds,
         }
+        if self.lam is not None:
+            rec["multiplier_norm"] = math.sqrt(sum(float(t.double().square().sum()) for t in self.lam.values()))
         self.log.append(rec)
         if self.verbose:
             what = "initial C-step" if rec["step"] == 0 else f"LC step {rec['step']}"
@@ -285,9 +302,28 @@ class LCCallback(ProjectionCallback):
         return rec
 
     def _c_step(self, model: nn.Module) -> None:
-        """``Theta = argmin ||W - Delta(Theta)||``: the factors, and ``Delta(Theta)`` per layer."""
-        self.decompositions = self.projector.decompose(model)
-        self.targets = self.projector.reconstruct(self.decompositions, model)
+        """``Theta = argmin ||W - lambda/mu - Delta(Theta)||``: the factors and ``Delta(Theta)``; then lambda.
+
+        Without multipliers ``lambda = 0``. With them, after the projection
+        ``lambda <- lambda - mu (W - Delta(Theta))`` (augmented Lagrangian).
+        """
+        names = self.projector.names
+        weights = self.projector.weights(model)
+        with torch.no_grad():
+            if self.lam is not None:
+                shifted = dict(zip(names, torch._foreach_sub([weights[n] for n in names],
+                                                             [self.lam[n] / self.mu for n in names])))
+                self.decompositions = self.projector.decompose_tensors(shifted)
+            else:
+                self.decompositions = self.projector.decompose(model)
+            self.targets = self.projector.reconstruct(self.decompositions, model)
+            if self.multipliers:
+                if self.lam is None:  # the initial C-step: lambda starts at 0
+                    self.lam = {n: torch.zeros_like(self.targets[n]) for n in names}
+                else:
+                    for n in names:
+                        self.lam[n].sub_(self.mu * (weights[n] - self.targets[n]))
+        self._anchors = None
 
     def _initial_c_step(self, trainer, epoch: int) -> None:
         t0 = time.perf_counter()
@@ -301,10 +337,18 @@ class LCCallback(ProjectionCallback):
             self._initial_c_step(trainer, epoch)
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        """``mu/2 * sum_l ||W_l - Delta(Theta_l)||^2`` (None before the initial C-step)."""
+        """``mu/2 * sum_l ||W_l - Delta(Theta_l) - lambda_l/mu||^2`` (None before the initial C-step).
+
+        Up to a constant this is ``-lambda^T (W - Delta) + mu/2 ||W - Delta||^2``,
+        the augmented Lagrangian's L-step; without multipliers ``lambda = 0``.
+        """
         if self.targets is None:
             return None
-        return self._quadratic(model, [self.targets[n] for n in self.projector.names], self.mu)
+        if self._anchors is None:
+            names = self.projector.names
+            self._anchors = [self.targets[n] if self.lam is None else self.targets[n] + self.lam[n] / self.mu
+                             for n in names]
+        return self._quadratic(model, self._anchors, self.mu)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         in_lc = epoch >= self.warmup_epochs and self.targets is not None
@@ -324,6 +368,7 @@ class LCCallback(ProjectionCallback):
         logs["lc_rel_distance"] = rec["relative"]
         logs["lc_distance_before"] = before
         self.mu = mu * self.mu_growth
+        self._anchors = None
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -332,6 +377,7 @@ class LCCallback(ProjectionCallback):
             "mu": self.mu,
             "lc_step": self.lc_step,
             "targets": None if self.targets is None else dict(self.targets),
+            **({"multipliers": None if self.lam is None else dict(self.lam)} if self.multipliers else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -339,11 +385,20 @@ class LCCallback(ProjectionCallback):
         self.mu = float(state["mu"])
         self.lc_step = int(state["lc_step"])
         self.targets = None if state["targets"] is None else {n: t for n, t in state["targets"].items()}
+        lam = state.get("multipliers")
+        self.lam = None if lam is None else {n: t.clone() for n, t in lam.items()}
+        self._anchors = None
         self.decompositions = None
 
     # -------------------------------------------------------- the result
     def final_decompositions(self) -> dict | None:
-        """The factors of the last C-step: the compressed model is ``Delta(Theta)`` itself."""
+        """The factors of the last C-step: the compressed model is ``Delta(Theta)`` itself.
+
+        After a resume that had nothing left to train, ``Delta(Theta)`` (kept
+        in the checkpoint) is decomposed again: it has the ranks exactly.
+        """
+        if self.decompositions is None and self.targets is not None:
+            self.decompositions = self.projector.decompose_tensors(self.targets)
         return self.decompositions
 
     def summary_line(self) -> str:
@@ -380,6 +435,7 @@ def lc_compress(
     skip=None,
     include_linear: bool = False,
     rank_update: str = "fixed",
+    multipliers: bool = False,
     projection_options: Mapping | None = None,
     from_scratch: bool = False,
     method: str = "lc",
@@ -449,6 +505,8 @@ def lc_compress(
         Which layers a ``rank`` selector ranks.
     rank_update : {"fixed", "shrink"}
         See :class:`LCCallback`.
+    multipliers : bool
+        The augmented-Lagrangian form (see :class:`LCCallback`).
     projection_options : mapping, optional
         Decomposition options of every C-step (see :class:`LCCallback`).
     from_scratch : bool
@@ -480,7 +538,11 @@ def lc_compress(
     **fit_kwargs
         More arguments of :func:`tuckerlab.train.fit` for both phases
         (``batch_size``, ``weight_decay``, ``momentum``, ``nesterov``,
-        ``label_smoothing``, ``max_steps_per_epoch``, ...).
+        ``label_smoothing``, ``max_steps_per_epoch``, ...). Weight decay
+        applies to every parameter, BatchNorm and biases included (the
+        engine's default); ``decay_bn_bias=False`` exempts them. It acts on
+        ``W`` beside the penalty, pulling the L-step towards 0 as well as
+        towards ``Delta(Theta)``.
 
     Returns
     -------
@@ -512,7 +574,7 @@ def lc_compress(
     callback = LCCallback(
         specs, mu0, mu_growth, epochs_per_step, warmup_epochs=warmup_epochs, format=format, rank=rank,
         rank_selector=rank_selector, layers=LayerChoice(skip, include_linear), rank_update=rank_update,
-        projection_options=projection_options, verbose=progress, data=data,
+        multipliers=multipliers, projection_options=projection_options, verbose=progress, data=data,
     )
     epochs = warmup_epochs + n_steps * epochs_per_step
     if schedule_scope == "lstep":
