@@ -126,3 +126,16 @@ def test_admm_bad_input_is_a_clear_error(trained, capsys):
     assert "give no model file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["admm", "--update-every", "often"])
+
+
+def test_export_then_time_the_exported_file(trained, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    small = tmp_path / "tk2"
+    assert main(["compress", str(trained / "model.pt"), "--rank", "ratio:0.5", "--out", str(small), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["export", str(small / "model.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").is_file() and "exported" in capsys.readouterr().out
+    assert main(["info", str(small / "model.pt"), "--latency", "2", "--exported", str(tmp_path / "m.onnx"),
+                 "--device", "cpu", "--json"]) == 0
+    latency = json.loads(capsys.readouterr().out)["total"]["latency_ms"]
+    assert set(latency) == {"eager", str(tmp_path / "m.onnx")} and all(v > 0 for v in latency.values())

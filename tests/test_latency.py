@@ -211,3 +211,27 @@ def test_bad_arguments(tmp_path):
         lat.factorized_ms(dense[0], "svd", 2, (6, 6))
     with pytest.raises(ValueError, match="`conv` must be a torch.nn.Conv2d"):
         lat.dense_ms(model[0], (6, 6))
+
+
+def test_a_latency_budget_is_met_by_the_solver(tmp_path, monkeypatch):
+    from tuckerlab.rank import solve_budget
+
+    # dense 10 ms per conv; factorized 1 ms of overhead plus 12 ms in proportion to r_out r_in / (T S)
+    def factorized(m):
+        r_out, r_in = m.rank
+        return 1.0 + 12.0 * r_out * r_in / (m.out_channels * m.in_channels)
+
+    monkeypatch.setattr(latency, "time_module", _Clock(dense=lambda m: 10.0, factorized=factorized))
+    monkeypatch.setattr(LatencyModel, "model_ms", lambda self, model, input_size, repeats=20: 25.0)
+    dense, _ = _model()
+    lat = LatencyModel(batch_size=2, cache=LatencyCache(tmp_path / "lat.json"))
+    res = solve_budget(dense, "tucker2", 0.6, metric="latency", latency=lat, skip_first=False,
+                       input_size=(4, 6, 6))
+    assert res.metric == "latency" and res.totals["original"] == 25.0
+    assert 0.6 * 0.95 <= res.achieved <= 0.6
+    for row in res.report:  # each layer is priced at the faster of its two executions
+        assert row["latency"] <= row["original_latency"] == 10.0
+    with pytest.raises(ValueError, match=r"latency target must be in \(0, 1\]"):
+        from tuckerlab.rank.selectors import as_selector
+
+        as_selector("latency:1.5")

@@ -33,12 +33,12 @@ import os
 import sys
 from typing import Sequence
 
-from . import admm, lc, train
+from . import admm, deploy, lc, train
 
 __all__ = ["main", "build_parser"]
 
 #: The modules that add sub-commands, in the order of ``tuckerlab --help``.
-COMMANDS = (train, lc, admm)
+COMMANDS = (train, lc, admm, deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

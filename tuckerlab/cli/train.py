@@ -108,6 +108,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         shape = "x".join(map(str, weight.shape)) if weight is not None else ""
         rows.append({"layer": layer, "type": type(module).__name__, "weight": shape, "params": params, "macs": m})
     total = {"params": count_params(model), "macs": count_macs(model, input_size)}
+    if args.latency is not None:
+        total["latency_ms"] = _latency(model, args, input_size)
     if args.json:
         print(json.dumps({"model": name, "input_size": list(input_size), "layers": rows, "total": total}, indent=2))
         return 0
@@ -117,7 +119,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['layer']:<{width}}  {r['type']:<16} {r['weight']:<14} {r['params']:>10,} {r['macs']:>14,}")
     print(f"{'total':<{width}}  {'':<16} {'':<14} {total['params']:>10,} {total['macs']:>14,}")
+    for what, ms in (total.get("latency_ms") or {}).items():
+        print(f"latency ({what}): {ms:.3f} ms per batch of {args.latency} on {device(args.device)}")
     return 0
+
+
+def _latency(model, args: argparse.Namespace, input_size) -> dict[str, float]:
+    """Median latency of the model (and of ``--exported`` files) at batch ``--latency``, in the same process."""
+    from tuckerlab.metrics import measure_latency
+
+    dev = device(args.device)
+    out = {"eager": measure_latency(model, input_size, device=dev, batch_size=args.latency)["median_ms"]}
+    for path in args.exported or ():
+        from tuckerlab.export import load_exported
+
+        out[str(path)] = measure_latency(load_exported(path), input_size, device=dev,
+                                         batch_size=args.latency)["median_ms"]
+    return out
 
 
 def compress_and_save(model, info: dict, data, args: argparse.Namespace, out: Path, dataset: str,
@@ -222,6 +240,11 @@ def register(sub) -> None:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--input-size", type=int, nargs=3, default=(3, 32, 32), metavar=("C", "H", "W"))
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--latency", type=int, default=None, metavar="BATCH",
+                   help="also measure the latency (median ms) at this batch size")
+    p.add_argument("--exported", nargs="+", default=None, metavar="FILE",
+                   help="with --latency: also time these exported files (ONNX, .pt2, TorchScript)")
+    p.add_argument("--device", default="auto", help="where to measure the latency (default: cuda if available)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="train, compress and fine-tune ResNet-20 on the offline CIFAR-10 subset",

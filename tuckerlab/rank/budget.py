@@ -138,6 +138,8 @@ class _Layer:
     err: np.ndarray | None = None
     params: np.ndarray | None = None
     macs: np.ndarray | None = None
+    ms: np.ndarray | None = None  # latency of each candidate (metric "latency")
+    dense_ms: float | None = None
 
     @property
     def name(self) -> str:
@@ -226,6 +228,7 @@ def solve_budget(
     keep_dense: bool = True,
     max_candidates: int | None = None,
     layers=None,
+    latency=None,
 ) -> BudgetResult:
     """Per-layer ranks meeting a whole-model parameter or MAC budget.
 
@@ -240,9 +243,14 @@ def solve_budget(
         Wanted compressed/original ratio of the whole model's ``metric``, in
         ``(0, 1]``. Layers that are not compressed (skipped, BatchNorm,
         linear unless ``include_linear``) count at their full size.
-    metric : {"params", "macs"}
+    metric : {"params", "macs", "latency"}
         What the budget counts. Totals come from
-        :func:`tuckerlab.metrics.count_params` / :func:`~tuckerlab.metrics.count_macs`.
+        :func:`tuckerlab.metrics.count_params` / :func:`~tuckerlab.metrics.count_macs`;
+        ``"latency"`` is the measured latency on this device at one batch
+        size (``latency``): each layer costs the faster of its factorized
+        and its dense execution (what :func:`tuckerlab.latency.choose_execution`
+        keeps after compression), interpolated from measurements of its
+        shape, and the rest of the model its measured share.
     input_size : sequence of int
         One input without the batch dimension; sets the output sizes used for
         MACs.
@@ -270,6 +278,10 @@ def solve_budget(
         smallest and the largest allowed). Default 512 for
         Tucker-2, CP and low rank, 24 for TT and TT-Tucker (whose candidates
         are triples).
+    latency : LatencyModel, optional
+        With ``metric="latency"``: the device, batch size and cache of the
+        measurements (:class:`tuckerlab.latency.LatencyModel`; default batch 1
+        on the CPU). Linear layers are not priced by latency and stay dense.
     layers : LayerSelection, optional
         The layers to rank, from :func:`tuckerlab.layer_selection.select_layers`
         (then ``skip``, ``include_linear``, ``skip_first``, ``skip_pointwise``
@@ -324,8 +336,8 @@ def solve_budget(
         raise ValueError(f"target must be a number in (0, 1], got {target!r}") from None
     if not (0.0 < target_f <= 1.0) or not math.isfinite(target_f):
         raise ValueError(f"target must be a compressed/original ratio in (0, 1], got {target!r}")
-    if metric not in ("params", "macs"):
-        raise ValueError(f"metric must be 'params' or 'macs', got {metric!r}")
+    if metric not in ("params", "macs", "latency"):
+        raise ValueError(f"metric must be 'params', 'macs' or 'latency', got {metric!r}")
     if error not in ("truncation", "relative"):
         raise ValueError(f"error must be 'truncation' or 'relative', got {error!r}")
     if multiple_of is not None and (
@@ -343,14 +355,20 @@ def solve_budget(
                                convs=fmt.kind != "linear")
     chosen = []
     for info in layers:
-        if info.calls == 0:
-            continue  # did not run: no cost to trade
+        if info.calls == 0 or (metric == "latency" and info.kind != "conv"):
+            continue  # did not run (no cost to trade), or a linear layer under a latency budget
         orig_params, orig_macs = info.dense_cost()
         w = _weight(info)
         chosen.append(_Layer(info, format_for(info, fmt), orig_params, orig_macs, float(torch.sum(w.double() ** 2))))
     if not chosen:
         raise ValueError("no layer to compress: every nn.Conv2d / nn.Linear is skipped or unsupported")
-    total = float(layers.total_params if metric == "params" else layers.total_macs)
+    if metric == "latency":
+        from tuckerlab.latency import LatencyModel
+
+        latency = latency if latency is not None else LatencyModel(batch_size=1)
+        total = float(latency.model_ms(model, layers.input_size))
+    else:
+        total = float(layers.total_params if metric == "params" else layers.total_macs)
     cache: dict = {}
 
     def cands(n):
@@ -365,9 +383,20 @@ def solve_budget(
         if error == "relative":
             layer.err = layer.err / max(layer.norm2, 1e-300)
         layer.params, layer.macs = _cost_arrays(layer, cache)
+        if metric == "latency":
+            info = layer.info
+            layer.dense_ms = latency.dense_ms(info.module, info.in_hw) * info.calls
+            layer.ms = np.minimum(latency.factorized_ms(info.module, layer.fmt.name, list(layer.ranks), info.in_hw)
+                                  * info.calls, layer.dense_ms)
 
-    costs = [layer.params if metric == "params" else layer.macs for layer in layers]
-    dense_cost = [float(layer.orig_params if metric == "params" else layer.orig_macs) for layer in layers]
+    def cost_of(layer):
+        return {"params": layer.params, "macs": layer.macs, "latency": layer.ms}[metric]
+
+    def dense_of(layer):
+        return {"params": layer.orig_params, "macs": layer.orig_macs, "latency": layer.dense_ms}[metric]
+
+    costs = [cost_of(layer) for layer in layers]
+    dense_cost = [float(dense_of(layer)) for layer in layers]
     errs = [layer.err for layer in layers]
     fixed = total - sum(dense_cost)  # everything the solver does not touch
     budget = target_f * total - fixed
@@ -415,20 +444,21 @@ def solve_budget(
 
     ranks, report = {}, []
     compressed = fixed
-    for layer, i in zip(layers, choice):
+    for layer, i, c, dc in zip(layers, choice, costs, dense_cost):
         if i < 0:
-            p, m, e, rank = layer.orig_params, layer.orig_macs, 0.0, None
+            p, m, e, rank, spent = layer.orig_params, layer.orig_macs, 0.0, None, dc
         else:
             rank = layer.ranks[i]
-            p, m, e = int(layer.params[i]), int(layer.macs[i]), float(layer.err[i])
+            p, m, e, spent = int(layer.params[i]), int(layer.macs[i]), float(layer.err[i]), float(c[i])
             ranks[layer.name] = rank
-        compressed += p if metric == "params" else m
+        compressed += spent
         rel = e if error == "relative" else e / max(layer.norm2, 1e-300)
-        report.append(
-            dict(name=layer.name, shape=layer.info.weight_shape, rank=rank, params=int(p), macs=int(m),
-                 original_params=int(layer.orig_params), original_macs=int(layer.orig_macs),
-                 error=e, relative_error=rel)
-        )
+        row = dict(name=layer.name, shape=layer.info.weight_shape, rank=rank, params=int(p), macs=int(m),
+                   original_params=int(layer.orig_params), original_macs=int(layer.orig_macs),
+                   error=e, relative_error=rel)
+        if metric == "latency":
+            row.update(latency=spent, original_latency=dc)
+        report.append(row)
     return BudgetResult(
         ranks=ranks,
         achieved=compressed / total,

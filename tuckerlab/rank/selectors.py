@@ -333,16 +333,19 @@ class SpectralRanks(RankSelector):
 
 @dataclass
 class BudgetRanks(RankSelector):
-    """Ranks meeting a whole-model parameter or MAC budget (:func:`~tuckerlab.rank.solve_budget`).
+    """Ranks meeting a whole-model parameter, MAC or measured-latency budget (:func:`~tuckerlab.rank.solve_budget`).
 
     Attributes
     ----------
     target : float
         Compressed/original ratio in ``(0, 1]``.
-    metric : {"params", "macs"}
+    metric : {"params", "macs", "latency"}
+        ``"latency"``: the dense model's latency measured on the context's
+        device at ``options["batch_size"]`` (default 1).
     options : dict
         More arguments of :func:`~tuckerlab.rank.solve_budget` (``multiple_of``,
-        ``error``, ``keep_dense``, ``max_candidates``).
+        ``error``, ``keep_dense``, ``max_candidates``), and ``batch_size``
+        for a latency budget.
     """
 
     target: float
@@ -350,8 +353,8 @@ class BudgetRanks(RankSelector):
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.metric not in ("params", "macs"):
-            raise ValueError(f"metric must be 'params' or 'macs', got {self.metric!r}")
+        if self.metric not in ("params", "macs", "latency"):
+            raise ValueError(f"metric must be 'params', 'macs' or 'latency', got {self.metric!r}")
         self.target = _fraction(self.target, f"{self.metric} target")
         self.result = None
 
@@ -362,7 +365,13 @@ class BudgetRanks(RankSelector):
     def select(self, model, format, layers, context):
         from .budget import solve_budget
 
-        self.result = solve_budget(model, format, self.target, metric=self.metric, layers=layers, **self.options)
+        options = dict(self.options)
+        if self.metric == "latency":
+            from tuckerlab.latency import LatencyModel
+
+            options["latency"] = LatencyModel(batch_size=options.pop("batch_size", 1),
+                                              device=context.device or "cpu")
+        self.result = solve_budget(model, format, self.target, metric=self.metric, layers=layers, **options)
         return dict(self.result.ranks)
 
     def config(self) -> dict:
@@ -434,3 +443,13 @@ register_selector("params", lambda a: BudgetRanks(_needs(a, "params"), "params")
 register_selector("macs", lambda a: BudgetRanks(_needs(a, "macs"), "macs"),
                   help="macs:T (E, R, T in (0, 1])")
 register_selector("bayesopt", _trials, help="bayesopt[:N]")
+
+
+def _latency(arg):
+    target, _, batch = _needs(arg, "latency").partition(":")
+    if batch and (not batch.isdigit() or int(batch) < 1):
+        raise ValueError(f"the batch size of a latency budget must be a positive integer, got {batch!r}")
+    return BudgetRanks(target, "latency", {"batch_size": int(batch) if batch else 1})
+
+
+register_selector("latency", _latency, help="latency:T[:B] (T of the dense latency at batch B, default 1)")
