@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from ..data import normalize, random_crop_flip
 from . import distributed as _dist
 from .callbacks import Callback, History
+from .config import AMP_DTYPES, TrainConfig
 from .checkpoint import (
     FORMAT_VERSION,
     check_compatible,
@@ -61,7 +62,6 @@ from .schedules import make_schedule
 __all__ = ["fit", "evaluate", "Trainer", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "last.pt"
-_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 
 
 def _derive_seed(*keys: int) -> int:
@@ -79,8 +79,8 @@ def _resolve_amp(amp, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if isinstance(amp, torch.dtype) and amp in (torch.bfloat16, torch.float16):
         return amp
-    if isinstance(amp, str) and amp.lower() in _AMP_DTYPES:
-        return _AMP_DTYPES[amp.lower()]
+    if isinstance(amp, str) and amp.lower() in AMP_DTYPES:
+        return AMP_DTYPES[amp.lower()]
     raise ValueError(f"amp must be None, True, False, 'bf16' or 'fp16', got {amp!r}")
 
 
@@ -249,11 +249,14 @@ def _param_groups(model: nn.Module, lr: float, weight_decay: float, decay_bn_bia
 class Trainer:
     """State of one training run; callbacks receive it.
 
-    Build it with the arguments of :func:`fit` and call :meth:`fit`, or just
-    call :func:`fit`. Attributes callbacks may read (and, with care, change):
+    Build it with the arguments of :func:`fit` (a :class:`TrainConfig`
+    and/or its fields as keywords) and call :meth:`fit`, or just call
+    :func:`fit`. Attributes callbacks may read (and, with care, change):
 
     Attributes
     ----------
+    config : TrainConfig
+        The validated settings of the run.
     model : torch.nn.Module
         The model being trained, unwrapped, on ``device``.
     module : callable
@@ -284,60 +287,31 @@ class Trainer:
         Completed epochs found in the checkpoint this run resumed from.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        data: Any,
-        *,
-        epochs: int,
-        lr: float = 0.1,
-        batch_size: int = 128,
-        momentum: float = 0.9,
-        nesterov: bool = True,
-        weight_decay: float = 5e-4,
-        decay_bn_bias: bool = True,
-        schedule: str | Callable[[int], float] = "cosine",
-        schedule_kwargs: Mapping | None = None,
-        label_smoothing: float = 0.0,
-        augment: bool = True,
-        seed: int = 0,
-        device: torch.device | str | None = None,
-        channels_last: bool | None = None,
-        amp: bool | str | None = None,
-        compile: bool | str | Mapping = False,
-        callbacks: Iterable[Callback] = (),
-        checkpoint_dir: str | os.PathLike | None = None,
-        resume: bool = True,
-        progress: bool = True,
-        eval_every: int = 1,
-        max_steps_per_epoch: int | None = None,
-        optimizer: torch.optim.Optimizer | Callable | None = None,
-    ):
+    def __init__(self, model: nn.Module, data: Any, config: TrainConfig | None = None, /, **overrides: Any):
+        cfg = self.config = TrainConfig.build(config, **overrides)
         _check_data(data)
-        if epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {epochs}")
-        self.dist, self.device = _dist.setup(device)
+        self.dist, self.device = _dist.setup(cfg.device)
         world = self.dist.world_size
-        if batch_size % world:
-            raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
         n_train = data.x_train.shape[0]
-        if batch_size > n_train:
-            raise ValueError(f"batch_size ({batch_size}) is larger than the training set ({n_train} images)")
+        if cfg.batch_size > n_train:
+            raise ValueError(f"batch_size ({cfg.batch_size}) is larger than the training set ({n_train} images)")
 
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
+        self.epochs = int(cfg.epochs)
+        self.batch_size = int(cfg.batch_size)
         self.local_batch_size = self.batch_size // world
         self.steps_per_epoch = n_train // self.batch_size  # the incomplete last batch is dropped
-        if max_steps_per_epoch is not None:
-            self.steps_per_epoch = max(1, min(self.steps_per_epoch, int(max_steps_per_epoch)))
-        self.seed = int(seed)
-        self.label_smoothing = float(label_smoothing)
-        self.augment = bool(augment)
-        self.eval_every = int(eval_every or 0)
-        self.progress = bool(progress)
-        self.callbacks = list(callbacks)
-        self.channels_last = self.device.type == "cuda" if channels_last is None else bool(channels_last)
-        self.amp_dtype = _resolve_amp(amp, self.device)
+        if cfg.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, int(cfg.max_steps_per_epoch))
+        self.seed = int(cfg.seed)
+        self.label_smoothing = float(cfg.label_smoothing)
+        self.augment = bool(cfg.augment)
+        self.eval_every = int(cfg.eval_every)
+        self.progress = bool(cfg.progress)
+        self.callbacks = list(cfg.callbacks)
+        self.channels_last = self.device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
+        self.amp_dtype = _resolve_amp(cfg.amp, self.device)
 
         # Model, wrappers.
         model.to(self.device)
@@ -349,7 +323,8 @@ class Trainer:
             ids = [self.device] if self.device.type == "cuda" else None
             module = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         eval_module: Callable = model
-        if compile:
+        if cfg.compile:
+            compile = cfg.compile
             opts = {"mode": compile} if isinstance(compile, str) else dict(compile) if isinstance(compile, Mapping) else {}
             module = torch.compile(module, **opts)
             eval_module = module if not self.dist.enabled else torch.compile(model, **opts)
@@ -361,14 +336,16 @@ class Trainer:
         self.data = _OnDevice(data, self.device)
 
         # Optimizer, schedule, scaler.
-        groups = _param_groups(model, lr, weight_decay, decay_bn_bias)
-        if optimizer is None:
-            self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
-        elif isinstance(optimizer, torch.optim.Optimizer):
-            self.optimizer = optimizer
+        groups = _param_groups(model, cfg.lr, cfg.weight_decay, cfg.decay_bn_bias)
+        if cfg.optimizer is None:
+            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                             nesterov=bool(cfg.nesterov) and cfg.momentum > 0)
+        elif isinstance(cfg.optimizer, torch.optim.Optimizer):
+            self.optimizer = cfg.optimizer
         else:
-            self.optimizer = optimizer(groups)
-        self._factor = make_schedule(schedule, lr=lr, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, kwargs=schedule_kwargs)
+            self.optimizer = cfg.optimizer(groups)
+        self._factor = make_schedule(cfg.schedule, lr=cfg.lr, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
+                                     kwargs=cfg.schedule_kwargs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._factor)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
 
@@ -378,26 +355,26 @@ class Trainer:
         self.stop = False
         self.resumed_from: int | None = None
 
-        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        self.resume = bool(resume)
+        self.checkpoint_path = Path(cfg.checkpoint_dir) / CHECKPOINT_NAME if cfg.checkpoint_dir is not None else None
+        self.resume = bool(cfg.resume)
         # What decides the trajectory; device, precision, compile, progress and
         # evaluation cadence are execution details and may change on resume.
         self.args_hash, self.args = fingerprint(
             {
                 "epochs": self.epochs,
-                "lr": lr,
+                "lr": cfg.lr,
                 "batch_size": self.batch_size,
-                "momentum": momentum,
-                "nesterov": nesterov,
-                "weight_decay": weight_decay,
-                "decay_bn_bias": decay_bn_bias,
-                "schedule": _describe(schedule),
-                "schedule_kwargs": _describe(schedule_kwargs or {}),
+                "momentum": cfg.momentum,
+                "nesterov": cfg.nesterov,
+                "weight_decay": cfg.weight_decay,
+                "decay_bn_bias": cfg.decay_bn_bias,
+                "schedule": _describe(cfg.schedule),
+                "schedule_kwargs": _describe(cfg.schedule_kwargs or {}),
                 "label_smoothing": self.label_smoothing,
                 "augment": self.augment,
                 "seed": self.seed,
-                "max_steps_per_epoch": max_steps_per_epoch,
-                "optimizer": _describe(optimizer),
+                "max_steps_per_epoch": cfg.max_steps_per_epoch,
+                "optimizer": _describe(cfg.optimizer),
                 "world_size": world,
                 "model": [type(model).__qualname__] + [f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()],
                 "data": [tuple(data.x_train.shape), tuple(data.x_test.shape)],
@@ -584,35 +561,8 @@ class Trainer:
         return self.history
 
 
-def fit(
-    model: nn.Module,
-    data: Any,
-    *,
-    epochs: int,
-    lr: float = 0.1,
-    batch_size: int = 128,
-    momentum: float = 0.9,
-    nesterov: bool = True,
-    weight_decay: float = 5e-4,
-    decay_bn_bias: bool = True,
-    schedule: str | Callable[[int], float] = "cosine",
-    schedule_kwargs: Mapping | None = None,
-    label_smoothing: float = 0.0,
-    augment: bool = True,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    channels_last: bool | None = None,
-    amp: bool | str | None = None,
-    compile: bool | str | Mapping = False,
-    callbacks: Iterable[Callback] = (),
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    eval_every: int = 1,
-    max_steps_per_epoch: int | None = None,
-    optimizer: torch.optim.Optimizer | Callable | None = None,
-) -> History:
-    """Train a classifier with SGD on an in-memory image data set.
+def fit(model: nn.Module, data: Any, config: TrainConfig | None = None, /, **overrides: Any) -> History:
+    """Train a classifier with SGD on an image data set.
 
     The one training loop of tuckerlab; compression methods hook into it with
     ``callbacks``. The model is trained in place (and left on ``device``).
@@ -625,79 +575,24 @@ def fit(
         From :func:`tuckerlab.data.load_dataset`: uint8 ``x_train``,
         ``x_test`` ``(N, C, H, W)``, int labels ``y_train``, ``y_test``,
         per-channel ``mean`` and ``std`` in [0, 1] units.
-    epochs : int
-        Passes over the training set. An epoch is ``len(x_train) //
-        batch_size`` steps over a fresh random permutation (the incomplete
-        last batch is dropped), capped by ``max_steps_per_epoch``.
-    lr : float
-        Peak learning rate (scaled per step by ``schedule``).
-    batch_size : int
-        Global batch size; under DDP each of ``W`` processes takes
-        ``batch_size / W`` images per step.
-    momentum, nesterov : float, bool
-        SGD momentum and Nesterov's variant.
-    weight_decay : float
-        L2 penalty coefficient of SGD (coupled, as in ``torch.optim.SGD``).
-    decay_bn_bias : bool
-        If True (default, as in the ResNet papers and the reference recipes
-        of the methods reproduced here), weight decay applies to every
-        parameter. If False, BatchNorm weights and biases and all biases
-        (parameters with fewer than 2 dimensions) are not decayed, a common
-        choice in modern recipes.
-    schedule : {"cosine", "step", "onecycle", "constant", "exp_cyclic"} or callable
-        Learning-rate schedule, evaluated every step; a callable maps the
-        global step to a multiplier of ``lr``. See
-        :mod:`tuckerlab.train.schedules`.
-    schedule_kwargs : dict, optional
-        Parameters of the schedule (e.g. ``{"milestones": [100, 150],
-        "gamma": 0.1}`` for "step", ``{"base_lr": 1e-3, "step_size": 4,
-        "gamma": 0.9999}`` for "exp_cyclic", ``{"warmup": 5}`` for
-        "cosine"); epoch-valued entries are converted to steps.
-    label_smoothing : float
-        Label smoothing of the training loss (Szegedy et al. 2016); test
-        losses are plain cross-entropy.
-    augment : bool
-        Random crop (4-pixel zero padding) and horizontal flip of training
-        images.
-    seed : int
-        Seeds the per-epoch permutation and augmentation streams and the
-        global torch RNG at the start (dropout); the model's initialisation
-        is the caller's.
-    device : torch.device or str, optional
-        Default: ``cuda`` (``cuda:LOCAL_RANK`` under torchrun) when
-        available, else the CPU.
-    channels_last : bool, optional
-        Channels-last memory format for model and inputs; default on CUDA.
-    amp : bool or {"bf16", "fp16"}, optional
-        Autocast dtype for the forward pass; default bfloat16 on CUDA and
-        none (float32) on the CPU. See the module notes on BatchNorm.
-    compile : bool, str or dict
-        ``torch.compile`` the model (a string is the compile ``mode``, a dict
-        its keyword arguments).
-    callbacks : sequence of Callback
-        Hooks (penalties, C-steps, early stopping, logging).
-    checkpoint_dir : path-like, optional
-        Where ``last.pt`` is written atomically after every epoch (by rank 0).
-    resume : bool
-        Continue from ``checkpoint_dir/last.pt`` when it exists. A
-        checkpoint from a run with other arguments raises
-        :class:`~tuckerlab.train.checkpoint.IncompatibleCheckpointError`.
-    progress : bool
-        Show a tqdm progress bar (a widget in notebooks, text in terminals).
-    eval_every : int
-        Evaluate on the test split every ``eval_every`` epochs and after the
-        last one; 0 never.
-    max_steps_per_epoch : int, optional
-        Cap on the steps of an epoch (quick runs, benchmarks).
-    optimizer : torch.optim.Optimizer or callable, optional
-        Replaces SGD: an optimizer instance used as is, or a callable taking
-        the parameter groups (with ``lr`` and ``weight_decay`` set) and
-        returning an optimizer, e.g. ``torch.optim.AdamW``.
+    config : TrainConfig, optional
+        The settings; every field is described there.
+    **overrides
+        Fields of :class:`TrainConfig` (``epochs``, ``lr``, ``batch_size``,
+        ``schedule``, ``callbacks``, ``checkpoint_dir``, ...), applied on top
+        of ``config``; ``epochs`` is required when there is no ``config``.
 
     Returns
     -------
     History
         Per-epoch losses, accuracies, learning rate and times.
+
+    Raises
+    ------
+    ValueError
+        A setting outside what it accepts (see :class:`TrainConfig`).
+    IncompatibleCheckpointError
+        ``checkpoint_dir`` holds a checkpoint of a run with other settings.
 
     Notes
     -----
@@ -706,11 +601,6 @@ def fit(
     deterministic for a given ``seed`` and number of threads, and a resumed
     run ends bit-identical to an uninterrupted one.
 
-    References
-    ----------
-    C. Szegedy, V. Vanhoucke, S. Ioffe, J. Shlens and Z. Wojna, "Rethinking
-    the Inception Architecture for Computer Vision", CVPR 2016.
-
     Examples
     --------
     >>> from tuckerlab.data import load_dataset
@@ -718,7 +608,7 @@ def fit(
     >>> data = load_dataset("cifar10-subset")
     >>> model = get_model("resnet20")
     >>> history = fit(model, data, epochs=15, lr=0.2, schedule="onecycle")  # doctest: +SKIP
+    >>> cfg = TrainConfig(epochs=15, lr=0.2, schedule="onecycle")
+    >>> history = fit(model, data, cfg, seed=1)  # doctest: +SKIP
     """
-    kwargs = dict(locals())
-    del kwargs["model"], kwargs["data"]
-    return Trainer(model, data, **kwargs).fit()
+    return Trainer(model, data, config, **overrides).fit()
