@@ -32,3 +32,32 @@ def tiny_data(n_train=64, n_test=32, classes=4, size=8, seed=0) -> ImageDataset:
 
     (xa, ya), (xb, yb) = make(n_train), make(n_test)
     return ImageDataset("tiny", xa, ya, xb, yb, tuple(map(str, range(classes))), (0.3, 0.2, 0.2), (0.25, 0.2, 0.2))
+
+
+def make_image_folder(root, n_train=60, n_val=16, classes=4, seed=0):
+    """A folder ``root/{train,val}/<class>/*.png`` of small images whose dominant colour is the class.
+
+    Sizes vary (24 to 47 pixels a side) so that resizing and cropping are
+    exercised; some images are greyscale (``L``) and are read back as RGB.
+    Returns ``root``.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])[:classes]
+    root = Path(root)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in range(classes):
+            folder = root / split / f"class_{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = rng.integers(24, 48, size=2)
+                x = rng.integers(0, 96, size=(h, w, 3)) + 128 * colours[c]
+                img = Image.fromarray(x.clip(0, 255).astype(np.uint8))
+                if i % 10 == 9:
+                    img = img.convert("L")
+                img.save(folder / f"{i:03d}.png")
+    return root
