@@ -11,7 +11,19 @@ import torch
 from torch import nn
 
 from tuckerlab.data import ImageDataset
-from tuckerlab.train import SCHEDULES, Callback, History, TrainConfig, Trainer, evaluate, fit, make_schedule
+from tuckerlab.train import (
+    CHECKPOINT_NAME,
+    SCHEDULES,
+    Callback,
+    History,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    evaluate,
+    fit,
+    load_checkpoint,
+    make_schedule,
+)
 from tuckerlab.train.schedules import Cosine, ExpCyclic, OneCycle, StepDecay
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -266,6 +278,41 @@ def test_config_and_keywords_are_the_same_run():
     assert cfg.lr == QUICK["lr"] and cfg.replace(lr=1.0).lr == 1.0  # configs are immutable
     t = Trainer(tiny_model(), data, cfg, epochs=3)
     assert t.config.epochs == 3 and t.epochs == 3 and t.config.schedule == "onecycle"
+
+
+def test_labels_outside_the_classes_are_refused_before_training():
+    data = tiny_data()  # 4 classes
+    model = tiny_model(classes=2)
+    before = model.fc.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"model outputs 2 logits per image but the labels go up to 3 .*num_classes=4"):
+        fit(model, data, epochs=1, **QUICK)
+    assert torch.equal(model.fc.weight, before)
+    bad = tiny_data()
+    bad.y_train[5] = 4
+    with pytest.raises(ValueError, match=r"labels of the train split must lie in \[0, 4\) .* from 0 to 4"):
+        fit(tiny_model(), bad, epochs=1, **QUICK)
+    bad = tiny_data()
+    bad.y_test[0] = -1
+    with pytest.raises(ValueError, match=r"labels of the test split .* from -1 to 3"):
+        Trainer(tiny_model(), bad, epochs=1, **QUICK)
+
+
+def test_divergence_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged) as info:
+        fit(tiny_model(), tiny_data(), epochs=10, lr=1e3, batch_size=16, progress=False, device="cpu",
+            checkpoint_dir=tmp_path)
+    err = info.value
+    assert isinstance(err, ValueError) and err.epoch >= 2  # the first epochs survive lr=1e3
+    assert f"training diverged in epoch {err.epoch} of 10" in str(err)
+    assert err.last_good_epoch == err.epoch - 1 and err.checkpoint == tmp_path / CHECKPOINT_NAME
+    assert f"last good checkpoint is {err.checkpoint} (after epoch {err.epoch - 1})" in str(err)
+    saved = load_checkpoint(err.checkpoint)
+    assert saved["epoch"] == err.epoch - 1 and len(saved["history"]["epoch"]) == err.epoch - 1
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    # without a checkpoint directory the message says there is none
+    with pytest.raises(TrainingDiverged, match=r"diverged in epoch \d+ of 10 .*checkpoint_dir=None") as info:
+        fit(tiny_model(), tiny_data(), epochs=10, lr=1e3, batch_size=16, progress=False, device="cpu")
+    assert info.value.checkpoint is None and info.value.last_good_epoch is None
 
 
 def test_batch_size_larger_than_data_is_an_error():

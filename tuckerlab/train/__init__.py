@@ -18,7 +18,7 @@ Modules: :mod:`~tuckerlab.train.engine` (the loop),
 from .callbacks import Callback, History
 from .checkpoint import IncompatibleCheckpointError, load_checkpoint
 from .config import TrainConfig
-from .engine import CHECKPOINT_NAME, Trainer, evaluate, fit
+from .engine import CHECKPOINT_NAME, Trainer, TrainingDiverged, evaluate, fit
 from .schedules import SCHEDULES, make_schedule
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "make_schedule",
     "SCHEDULES",
     "IncompatibleCheckpointError",
+    "TrainingDiverged",
     "load_checkpoint",
     "CHECKPOINT_NAME",
 ]
