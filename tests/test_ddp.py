@@ -27,18 +27,8 @@ COMMON = textwrap.dedent(
     """
     import torch
     from torch import nn
-    from tuckerlab.data import ImageDataset
+    from tiny import Interrupt, tiny_data
     from tuckerlab.train import Callback
-
-    def tiny_data(n_train=64, n_test=30, classes=4, size=8, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        colours = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])[:classes]
-        def make(n):
-            y = torch.arange(n) % classes
-            x = torch.randint(0, 96, (n, 3, size, size), generator=g) + 128 * colours[y][:, :, None, None]
-            return x.clamp(0, 255).to(torch.uint8), y
-        (xa, ya), (xb, yb) = make(n_train), make(n_test)
-        return ImageDataset("tiny", xa, ya, xb, yb, tuple(map(str, range(classes))), (0.3, 0.2, 0.2), (0.25, 0.2, 0.2))
 
     class TinyNet(nn.Module):
         def __init__(self, bn=True, classes=4):
@@ -52,13 +42,6 @@ COMMON = textwrap.dedent(
     class Pull(Callback):
         def penalty(self, model):
             return 1e-2 * model.conv.weight.square().sum()
-
-    class Interrupt(Callback):
-        def __init__(self, at=None):
-            self.at = at
-        def on_epoch_end(self, trainer, epoch, logs):
-            if epoch == self.at:
-                raise KeyboardInterrupt
 
     # Without BatchNorm or augmentation, W ranks x B/W images = one process x B images.
     PLAIN = dict(batch_size=16, lr=0.05, device="cpu", progress=False, augment=False, weight_decay=0.0)
@@ -132,13 +115,13 @@ exec(COMMON, ns)
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    """Run the worker on 2 processes; returns (what rank 0 saved, what rank 1 saved, the folder)."""
+    """Run the worker on 2 processes; returns (what rank 0 saved, what rank 1 saved, their folder)."""
     out = tmp_path_factory.mktemp("ddp")
     folder = make_image_folder(out / "images", n_train=24, n_val=8)
     script = out / "worker.py"
     script.write_text(WORKER)
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)

@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 import torch
-from tiny import make_image_folder, tiny_data
+from tiny import Interrupt, make_image_folder, tiny_data
 from torch import nn
 
 from tuckerlab.data import IMAGENET_MEAN, StreamingDataset, load_dataset
-from tuckerlab.train import CHECKPOINT_NAME, Callback, Trainer, evaluate, fit, load_checkpoint
+from tuckerlab.train import CHECKPOINT_NAME, Trainer, evaluate, fit, load_checkpoint
 
 SIZE = 32
 
@@ -89,15 +89,6 @@ def test_loader_shards_the_global_batch_like_one_process(folder):
     assert sorted(torch.cat(ev).tolist()) == sorted(ds.targets("test").tolist())
 
 
-class Interrupt(Callback):
-    def __init__(self, at=None):
-        self.at = at
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if epoch == self.at:
-            raise KeyboardInterrupt
-
-
 def train(folder, ckdir, epochs=2, interrupt_at=None, workers=1):
     torch.manual_seed(0)
     return Trainer(SmallNet(), load(folder, num_workers=workers), epochs=epochs, batch_size=32, lr=0.1,
@@ -130,6 +121,7 @@ def test_streamed_folder_trains_evaluates_and_resumes_exactly(folder, tmp_path, 
 def test_streaming_a_resident_data_set_visits_the_same_batches(one_thread):
     """Same seed, no augmentation: the DataLoader path trains on the batches of the resident path."""
     data = tiny_data()
+    assert data.num_images("train") == data.streaming().num_images("train") == 64
     models = []
     for d in (data, data.streaming(num_workers=0)):
         torch.manual_seed(0)

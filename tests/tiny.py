@@ -1,4 +1,4 @@
-"""Small shared test helpers: a tiny learnable data set and a one-thread context."""
+"""Small shared test helpers: tiny learnable data (in memory and as an image folder), a one-thread context, a crash."""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +6,18 @@ import contextlib
 import torch
 
 from tuckerlab.data import ImageDataset
+from tuckerlab.train import Callback
+
+
+class Interrupt(Callback):
+    """Simulates a crash: KeyboardInterrupt at the end of 0-based epoch ``at``, before it is saved."""
+
+    def __init__(self, at=None):
+        self.at = at
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.at is not None and epoch == self.at:
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -151,6 +151,12 @@ class ImageDataset:
         """``(C, H, W)`` of one image."""
         return tuple(self.x_train.shape[1:])
 
+    def num_images(self, split: str) -> int:
+        """Images in ``split`` (``"train"`` or ``"test"``); :class:`StreamingDataset` answers the same."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return getattr(self, f"x_{split}").shape[0]
+
     @property
     def device(self) -> torch.device:
         """Device of the tensors."""

@@ -91,7 +91,9 @@ def torchvision_model(
     progress : bool
         Show the download's progress.
     **kw
-        Passed to torchvision's builder (e.g. ``dropout``).
+        Passed to torchvision's builder (e.g. ``dropout``). GoogLeNet and
+        Inception-v3 are built with ``aux_logits=False`` unless given: the
+        training loop takes one tensor of logits.
 
     Returns
     -------
@@ -119,6 +121,8 @@ def torchvision_model(
     if not isinstance(pretrained, (bool, str)):
         raise ValueError(f"pretrained must be True, False or the name of a set of weights, got {pretrained!r}")
     use_weights = pretrained is not False
+    if name in ("googlenet", "inception_v3"):
+        kw.setdefault("aux_logits", False)
     if not use_weights:
         model = models.get_model(name, weights=None, num_classes=num_classes, **kw)
     else:

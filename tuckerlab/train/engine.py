@@ -256,8 +256,9 @@ def _check_labels(model: nn.Module, feed, channels_last: bool) -> None:
     model.eval()
     out = model(_prepare(feed.sample(), feed.mean, feed.std, channels_last))
     model.train(was_training)
-    if out.dim() != 2:
-        raise ValueError(f"the model must return logits of shape (batch, classes), got shape {tuple(out.shape)}")
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model must return one tensor of logits (batch, classes), got {shape}")
     if top >= out.shape[1]:
         raise ValueError(
             f"the model outputs {out.shape[1]} logits per image but the labels go up to {top} "
@@ -323,7 +324,7 @@ class Trainer:
         Completed epochs found in the checkpoint this run resumed from.
     """
 
-    def __init__(self, model: nn.Module, data: Any, config: TrainConfig | None = None, /, **overrides: Any):
+    def __init__(self, model: nn.Module, data: Any, config: TrainConfig | None = None, **overrides: Any):
         cfg = self.config = TrainConfig.build(config, **overrides)
         check_data(data)
         self.dist, self.device = _dist.setup(cfg.device)
@@ -653,7 +654,7 @@ class Trainer:
         return self.history
 
 
-def fit(model: nn.Module, data: Any, config: TrainConfig | None = None, /, **overrides: Any) -> History:
+def fit(model: nn.Module, data: Any, config: TrainConfig | None = None, **overrides: Any) -> History:
     """Train a classifier with SGD on an image data set.
 
     The one training loop of tuckerlab; compression methods hook into it with
