@@ -52,6 +52,13 @@ def test_image_folder_layout_and_items(folder):
     a, _ = ds.dataset("train", augment=True)[0]
     b, _ = ds.dataset("train", augment=True)[0]
     assert a.shape == (3, SIZE, SIZE) and not torch.equal(a, b)
+    # a few images by index, as from an in-memory set
+    x, y = ds.take("test", [17, 0])
+    assert x.shape == (2, 3, SIZE, SIZE) and x.dtype == torch.uint8 and torch.equal(x[0], img) and y.tolist() == [1, 0]
+    mem = tiny_data()
+    x, y = mem.take("train", [3, 1])
+    assert torch.equal(x, mem.x_train[[3, 1]]) and torch.equal(y, mem.y_train[[3, 1]])
+    assert torch.equal(mem.streaming().take("train", [3, 1])[0], x)
     # relative paths are taken relative to root
     rel = load_dataset(f"imagefolder:{folder.name}", root=folder.parent, image_size=SIZE, num_workers=0)
     assert rel.num_images("train") == 240
@@ -100,7 +107,7 @@ def test_streamed_folder_trains_evaluates_and_resumes_exactly(folder, tmp_path, 
     """One DataLoader worker (a separate process) per epoch: train, evaluate, interrupt, resume."""
     ref = train(folder, tmp_path / "ref")
     ref.fit()
-    assert ref.steps_per_epoch == 240 // 32 and len(ref.history) == 2
+    assert ref.steps_per_epoch == 240 // 32 and len(ref.history) == 2 and ref.data.image_shape == (3, SIZE, SIZE)
     assert ref.history.train_loss[1] < ref.history.train_loss[0]
     result = evaluate(ref.model, load(folder, num_workers=0), batch_size=24)
     assert result["accuracy"] == pytest.approx(ref.history.test_acc[-1])

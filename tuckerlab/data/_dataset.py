@@ -157,6 +157,24 @@ class ImageDataset:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         return getattr(self, f"x_{split}").shape[0]
 
+    def take(self, split: str, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of ``split`` at ``indices``, not augmented.
+
+        The same call on a :class:`StreamingDataset` decodes them, so code
+        that needs a few images (calibration, rank selection) serves both.
+
+        Returns
+        -------
+        x : torch.Tensor
+            uint8 ``(len(indices), C, H, W)``.
+        y : torch.Tensor
+            int64 ``(len(indices),)``.
+        """
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return getattr(self, f"x_{split}")[idx], getattr(self, f"y_{split}")[idx]
+
     @property
     def device(self) -> torch.device:
         """Device of the tensors."""

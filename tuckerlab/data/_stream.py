@@ -170,6 +170,18 @@ class StreamingDataset:
         _check_split(split)
         return self._targets[split]
 
+    def take(self, split: str, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of ``split`` at ``indices``, decoded with the evaluation transform.
+
+        As :meth:`ImageDataset.take`: uint8 ``(len(indices), C, H, W)`` and
+        int64 labels, read in this process (for a few images).
+        """
+        ds = self.dataset(split)
+        items = [ds[int(i)] for i in torch.as_tensor(indices, dtype=torch.long).reshape(-1)]
+        if not items:
+            return torch.empty((0, *self.image_shape), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+        return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+
     def dataset(self, split: str, augment: bool = False) -> Dataset:
         """Items ``(uint8 image (C, H, W), label)`` of ``split``, augmented or not."""
         _check_split(split)

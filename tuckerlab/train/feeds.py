@@ -69,6 +69,15 @@ class _Feed:
         self.std = torch.as_tensor(data.std, dtype=torch.float32).to(device)
         self.num_classes = getattr(data, "num_classes", None)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images the model sees."""
+        return tuple(self.shape("train")[1:])
+
+    def shape(self, split: str) -> tuple[int, ...]:  # pragma: no cover - abstract
+        """``(N, C, H, W)`` of ``split``."""
+        raise NotImplementedError
+
     def labels(self, split: str) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
