@@ -16,7 +16,10 @@ engine
 
 Each side first runs ``--warmup-steps`` untimed steps; then ``--epochs``
 timed passes of ``--steps`` steps alternate between the two (so a change in
-machine load hits both), and the best pass of each is reported (images/s).
+machine load hits both). Reported: the median pass of each (images/s, with
+the range), and the median of the per-round ratios engine / baseline, each
+round being one baseline pass next to one engine pass. The best pass would
+favour whichever side happened to run in a quiet moment.
 
     python bench/bench_train.py                                   # CPU, ResNet-20, CIFAR-10 subset
     python bench/bench_train.py --device cuda --data cifar10 --compile --batch-size 512
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import sys
 import time
 
@@ -140,22 +144,28 @@ def throughput(args) -> None:
           f"torch {torch.__version__}")
     print(f"{args.model}, {args.data} ({n} train images), batch {args.batch_size}, "
           f"{args.epochs} timed pass(es) of {args.steps} steps each after {args.warmup_steps} warm-up steps; "
-          "passes alternate between the two loops, the best of each is kept")
+          "passes alternate between the two loops; medians reported")
     runs = {
         "baseline": make_baseline(copy.deepcopy(model), data, device, args),
         "engine": make_engine(copy.deepcopy(model), data, device, args),
     }
     for run in runs.values():
         run(args.warmup_steps)
-    best = {k: float("inf") for k in runs}
+    passes = {k: [] for k in runs}
     for _ in range(args.epochs):
         for k, run in runs.items():
-            best[k] = min(best[k], run(args.steps))
-    ips = {k: args.steps * args.batch_size / t for k, t in best.items()}
+            passes[k].append(args.steps * args.batch_size / run(args.steps))
     extra = ", bf16 + channels_last" if device.type == "cuda" else ", fp32"
-    print(f"  baseline (DataLoader, {args.workers} workers, fp32): {ips['baseline']:10.1f} images/s")
-    print(f"  engine (resident data{extra}{', compiled' if args.compile else ''}): {ips['engine']:10.1f} images/s")
-    print(f"  ratio engine / baseline: {ips['engine'] / ips['baseline']:.2f}x")
+    labels = {
+        "baseline": f"baseline (DataLoader, {args.workers} workers, fp32)",
+        "engine": f"engine (resident data{extra}{', compiled' if args.compile else ''})",
+    }
+    for k, ips in passes.items():
+        print(f"  {labels[k]}: {statistics.median(ips):10.1f} images/s "
+              f"(median of {len(ips)}; range {min(ips):.1f}-{max(ips):.1f})")
+    ratios = [e / b for e, b in zip(passes["engine"], passes["baseline"])]
+    print(f"  ratio engine / baseline: {statistics.median(ratios):.2f}x "
+          f"(median of {len(ratios)} interleaved rounds; range {min(ratios):.2f}-{max(ratios):.2f})")
     if hasattr(os, "getloadavg"):
         print(f"  (1-minute load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
@@ -192,7 +202,7 @@ def main(argv=None) -> None:
     p.add_argument("--data", default="cifar10-subset", choices=["synthetic", "cifar10-subset", "cifar10"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=None, help="timed steps per pass (default 30 on CPU, 200 on GPU)")
-    p.add_argument("--epochs", type=int, default=2, help="timed passes; the best is reported")
+    p.add_argument("--epochs", type=int, default=5, help="timed passes per loop, interleaved; medians are reported")
     p.add_argument("--warmup-steps", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=None, help="default 128 (512 for --full-run)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers of the baseline")
@@ -205,6 +215,8 @@ def main(argv=None) -> None:
         args.batch_size = 128
     if args.steps is None:
         args.steps = 200 if args.device.startswith("cuda") else 30
+    if args.epochs < 1 or args.steps < 1:
+        p.error(f"--epochs and --steps must be >= 1, got {args.epochs} and {args.steps}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device; nothing to do")
         return

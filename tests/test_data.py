@@ -116,6 +116,32 @@ def test_synthetic():
     assert grey.x_train.shape == (8, 1, 28, 28) and grey.num_classes == 5
 
 
+def _synthetic_in_one_block(n_train, n_test, seed, num_classes, image_size, channels, labels):
+    """The synthetic images drawn with one ``randn`` per split, as before blocks were used."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(num_classes, channels, 4, 4, generator=gen) * 255
+    templates = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear")
+    out = []
+    for n in (n_train, n_test):
+        y = torch.randint(0, num_classes, (n,), generator=gen)
+        noise = torch.randn(n, channels, image_size, image_size, generator=gen) * 64
+        which = y if labels == "learnable" else torch.randint(0, num_classes, (n,), generator=gen)
+        out.append(((templates[which] * 0.5 + 64 + noise).round_().clamp_(0, 255).to(torch.uint8), y))
+    return out
+
+
+@pytest.mark.parametrize("labels", ["learnable", "random"])
+@pytest.mark.parametrize("image_size, channels, n_train", [(32, 3, 70), (1, 1, 37), (3, 1, 33)])
+def test_synthetic_blocks_draw_the_same_images(monkeypatch, labels, image_size, channels, n_train):
+    # Blocks of 16 images; (1, 1, 37) leaves a last block of 5 values, (3, 1, 33) one image of 9.
+    monkeypatch.setattr(_sources, "_SYNTHETIC_BLOCK", 16)
+    ds = load_dataset("synthetic", n_train=n_train, n_test=21, seed=5, num_classes=3, image_size=image_size,
+                      channels=channels, labels=labels)
+    (xa, ya), (xb, yb) = _synthetic_in_one_block(n_train, 21, 5, 3, image_size, channels, labels)
+    assert torch.equal(ds.x_train, xa) and torch.equal(ds.y_train, ya)
+    assert torch.equal(ds.x_test, xb) and torch.equal(ds.y_test, yb)
+
+
 def _nearest_mean_accuracy(ds):
     x_tr, x_te = ds.x_train.flatten(1).float(), ds.x_test.flatten(1).float()
     means = torch.stack([x_tr[ds.y_train == k].mean(0) for k in range(ds.num_classes)])

@@ -98,6 +98,34 @@ def test_measure_latency():
         measure_latency(model, (3, 16, 16), repeats=0)
 
 
+class _RecordsLayout(nn.Module):
+    """A conv that records whether its input and weight arrive channels_last."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.seen = []
+
+    def forward(self, x):
+        cl = torch.channels_last
+        self.seen.append((x.is_contiguous(memory_format=cl), self.conv.weight.is_contiguous(memory_format=cl)))
+        return self.conv(x)
+
+
+def test_measure_latency_memory_format():
+    model = _RecordsLayout()
+    result = measure_latency(model, (3, 8, 8), warmup=0, repeats=2)
+    assert result["memory_format"] == "channels_last" and model.seen == [(True, True)] * 2
+    assert model.conv.weight.is_contiguous()  # put back afterwards
+    model.seen.clear()
+    result = measure_latency(model, (3, 8, 8), warmup=0, repeats=1, memory_format=torch.contiguous_format)
+    assert result["memory_format"] == "contiguous" and model.seen == [(False, False)]
+    linear = measure_latency(nn.Linear(5, 2), (5,), repeats=1)
+    assert linear["memory_format"] == "contiguous"  # not a 4-D input
+    with pytest.raises(ValueError, match="`memory_format` must be one of"):
+        measure_latency(model, (3, 8, 8), memory_format="nhwc")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_measure_latency_cuda():

@@ -244,7 +244,7 @@ def test_from_rank_takes_compress_models_layer_choice():
     proj = Projector.from_rank(model, "tucker2", (2, 2), include_linear=False)
     _, report = compress_model(model, "tucker2", (2, 2))
     assert proj.names == [r.name for r in report.rows] == ["conv"]  # stem, 1x1, depthwise skipped
-    proj = Projector.from_rank(model, "tucker2", lambda n, m, method: 2 if method == "svd" else (3, 2),
+    proj = Projector.from_rank(model, "tucker2", lambda n, m, method: 2 if method == "lowrank" else (3, 2),
                                include_linear=True)
     assert proj.to_dict() == {
         "conv": {"format": "tucker2", "rank": [3, 2], "options": {}},

@@ -44,7 +44,7 @@ def make_model():
 
 
 def full_rank_rule(name, module, method):
-    if method == "svd":
+    if method == "lowrank":
         return min(module.weight.shape)
     t, s, kh, kw = module.weight.shape
     tt = (min(s, kh * kw * t), min(s * kh, kw * t), min(s * kh * kw, t))
@@ -100,7 +100,7 @@ def test_report_totals_match_metrics():
     model = make_model()
     ranks = {"body.0": (2, 2), "body.2": (2, 2), "head": 2}
     new, report = compress_model(model, "tucker2", ranks, include_linear=True, input_size=INPUT)
-    assert [r.method for r in report.rows] == ["tucker2", "tucker2", "svd"]
+    assert [r.method for r in report.rows] == ["tucker2", "tucker2", "lowrank"]
     assert report.params_before == count_params(model)
     assert report.params_after == count_params(new)
     assert report.macs_before == count_macs(model, INPUT)
@@ -171,7 +171,7 @@ def test_rule_returning_none_skips():
         return (2, 2) if name == "body.2" else None
 
     new, report = compress_model(make_model(), "tucker2", rule, include_linear=True, input_size=INPUT)
-    assert seen == [("body.0", "tucker2"), ("body.2", "tucker2"), ("head", "svd")]
+    assert seen == [("body.0", "tucker2"), ("body.2", "tucker2"), ("head", "lowrank")]
     assert [r.name for r in report.rows] == ["body.2"]
     assert dict(report.skipped)["body.0"] == "rule returned None"
     assert type(new.body[0]) is nn.Conv2d

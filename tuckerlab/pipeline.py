@@ -1,85 +1,32 @@
 """The classic compression pipeline in one call.
 
-trained model → rank rule (EVBMF by default) → factorized model → fine-tune
-→ report, as in Kim et al. (2016): decompose every convolution of a trained
-network with ranks chosen per layer, then recover the accuracy lost in the
-decomposition by a short fine-tuning of the whole factorized network.
+trained model → rank selector (EVBMF by default) → factorized model →
+fine-tune → report, as in Kim et al. (2016): decompose every convolution of a
+trained network with ranks chosen per layer, then recover the accuracy lost
+in the decomposition by a short fine-tuning of the whole factorized network.
+It is the methods' driver (:func:`tuckerlab.methods.run_method`) without a
+training phase, and returns the same :class:`~tuckerlab.methods.MethodResult`.
 """
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
+import warnings
 from typing import Any
 
 from torch import nn
 
-from tuckerlab.results import Stopwatch
-from tuckerlab.surgery import CompressionReport, compress_model
-from tuckerlab.train import History, evaluate, fit
+from tuckerlab.methods._base import MethodResult, run_method
 
 __all__ = ["PipelineResult", "compress_and_finetune"]
 
-
-@dataclass
-class PipelineResult:
-    """What :func:`compress_and_finetune` produced.
-
-    Attributes
-    ----------
-    model : torch.nn.Module
-        The factorized (and fine-tuned) model.
-    report : CompressionReport
-        Per-layer ranks, parameters and MACs before and after.
-    accuracy_dense, accuracy_decomposed : float
-        Test accuracy of the input model and right after the decomposition.
-    accuracy_finetuned : float or None
-        Test accuracy after fine-tuning (None without fine-tuning).
-    history : History or None
-        The fine-tuning history.
-    seconds : float
-        Wall time of decomposition and fine-tuning.
-    """
-
-    model: nn.Module
-    report: CompressionReport
-    accuracy_dense: float
-    accuracy_decomposed: float
-    accuracy_finetuned: float | None
-    history: History | None
-    seconds: float
-
-    @property
-    def accuracy(self) -> float:
-        """The final accuracy: fine-tuned if fine-tuned, else decomposed."""
-        return self.accuracy_decomposed if self.accuracy_finetuned is None else self.accuracy_finetuned
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready numbers (for ``results.json``)."""
-        r = self.report
-        return {
-            "accuracy_dense": self.accuracy_dense,
-            "accuracy_decomposed": self.accuracy_decomposed,
-            "accuracy_finetuned": self.accuracy_finetuned,
-            **r.totals(),
-            "report": r.to_dict(),
-            "finetune_history": self.history.to_dict() if self.history is not None else None,
-            "seconds": round(self.seconds, 2),
-        }
-
-    def summary(self) -> str:
-        """Two lines: accuracies, then parameters and MACs before and after."""
-        acc = (f"accuracy: dense {100 * self.accuracy_dense:.2f}%, "
-               f"decomposed {100 * self.accuracy_decomposed:.2f}%")
-        if self.accuracy_finetuned is not None:
-            acc += f", fine-tuned {100 * self.accuracy_finetuned:.2f}%"
-        return acc + "\n" + self.report.cost_line()
+#: The result of :func:`compress_and_finetune` (one class for every method).
+PipelineResult = MethodResult
 
 
 def compress_and_finetune(
     model: nn.Module,
     data,
-    method: str = "tucker2",
+    format="tucker2",
     rank: Any = "evbmf",
     *,
     finetune_epochs: int = 5,
@@ -91,8 +38,9 @@ def compress_and_finetune(
     resume: bool = True,
     compress_kwargs: dict | None = None,
     accuracy_dense: float | None = None,
+    method: str | None = None,
     **fit_kwargs: Any,
-) -> PipelineResult:
+) -> MethodResult:
     """Decompose a trained model, fine-tune it and report (Kim et al. 2016).
 
     Parameters
@@ -102,12 +50,12 @@ def compress_and_finetune(
     data : ImageDataset
         From :func:`tuckerlab.data.load_dataset`; fine-tuning uses its train
         split, accuracies its test split.
-    method : {"tucker2", "tt", "tt_tucker", "cp"}
-        The factorization of the convolutions.
-    rank : str, rank rule, dict or rank
-        A specification string for :func:`tuckerlab.rank.from_spec`
-        (``"evbmf"``, ``"energy:0.9"``, ``"params:0.3"``, ...), or anything
-        :func:`tuckerlab.compress_model` accepts.
+    format : {"tucker2", "tt", "tt_tucker", "cp"}
+        The format of the convolutions.
+    rank : rank selector, str, dict, rank rule or rank
+        A specification (``"evbmf"``, ``"energy:0.9"``, ``"params:0.3"``, any
+        registered selector), or anything :func:`tuckerlab.compress_model`
+        accepts; selectors that look at the data get ``data``.
     finetune_epochs : int
         Epochs of fine-tuning of the whole factorized model; 0 skips it.
     lr, schedule : float, str
@@ -121,18 +69,24 @@ def compress_and_finetune(
     resume : bool
         Resume an interrupted fine-tuning from ``checkpoint_dir``.
     compress_kwargs : dict, optional
-        More arguments of :func:`tuckerlab.compress_model` (``skip``,
-        ``decompose_kwargs``, ...).
+        Layer choice and decomposition options of
+        :func:`tuckerlab.compress_model` (``skip``, ``skip_first``,
+        ``skip_pointwise``, ``decompose_kwargs``).
     accuracy_dense : float, optional
         Test accuracy of ``model`` when already known (comparing several
         rules on one model); measured otherwise.
+    method : str, optional
+        Older name of ``format``.
     **fit_kwargs
         More arguments of :func:`tuckerlab.train.fit` (``batch_size``,
         ``seed``, ``progress``, ...).
 
     Returns
     -------
-    PipelineResult
+    MethodResult
+        ``accuracy_reference`` and ``accuracy_dense`` are the model's,
+        ``accuracy_compressed`` right after the decomposition (also
+        ``accuracy_decomposed``), ``finetune_history`` the fine-tuning's.
 
     References
     ----------
@@ -140,26 +94,22 @@ def compress_and_finetune(
     Deep Convolutional Neural Networks for Fast and Low Power Mobile
     Applications", ICLR 2016.
     """
-    from tuckerlab.rank import from_spec
+    from tuckerlab.layer_selection import select_layers
+    from tuckerlab.projection import Projector
 
+    if method is not None:
+        warnings.warn("compress_and_finetune(method=...) is now format=...", DeprecationWarning, stacklevel=2)
+        format = method
     if finetune_epochs < 0:
         raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
+    kwargs = dict(compress_kwargs or {})
+    options = kwargs.pop("decompose_kwargs", None)
     input_size = tuple(data.image_shape)
-    if isinstance(rank, str):
-        rank = from_spec(rank, model=model, method=method, input_size=input_size)
-    if accuracy_dense is None:
-        accuracy_dense = evaluate(model, data, device=device)["accuracy"]
-    with Stopwatch() as clock:
-        small, report = compress_model(model, method, rank, include_linear=include_linear,
-                                       input_size=input_size, **(compress_kwargs or {}))
-        accuracy_decomposed = evaluate(small, data, device=device)["accuracy"]
-        history = accuracy_finetuned = None
-        if finetune_epochs > 0:
-            history = fit(small, data, epochs=finetune_epochs, lr=lr, schedule=schedule, device=device,
-                          checkpoint_dir=checkpoint_dir, resume=resume, **fit_kwargs)
-            # fit evaluates after its last epoch; evaluate again only if told not to.
-            accuracy_finetuned = history.last().get("test_acc", math.nan)
-            if math.isnan(accuracy_finetuned):
-                accuracy_finetuned = evaluate(small, data, device=device)["accuracy"]
-    return PipelineResult(small, report, accuracy_dense, accuracy_decomposed, accuracy_finetuned, history,
-                          clock.seconds)
+    layers = select_layers(model, include_linear=include_linear, input_size=input_size, **kwargs)
+    specs = Projector.from_rank(model, format, rank, data=data, layers=layers, decompose_kwargs=options)
+    return run_method(
+        model, data, specs=specs, method="decompose", accuracy_reference=accuracy_dense,
+        finetune_epochs=finetune_epochs, finetune_lr=lr, finetune_schedule=schedule, device=device,
+        checkpoint_dir=checkpoint_dir, resume=resume, progress=fit_kwargs.pop("progress", True),
+        seed=fit_kwargs.pop("seed", 0), fit_kwargs=fit_kwargs, selection=layers,
+    )

@@ -8,31 +8,10 @@ as closely as the decomposition algorithm finds). This module is that
 projection, and nothing else: the algorithms live in
 :mod:`tuckerlab.decompose`, the factorized layers in :mod:`tuckerlab.layers`.
 
-Formats and their ranks (weight ``(T, S, Kh, Kw)`` = (out, in, kernel height,
-kernel width), as in ``DEVELOPERS.md``):
-
-=============  ======================================  ======================================
-format         rank                                    decomposition (layer)
-=============  ======================================  ======================================
-``tucker2``    ``(r_out, r_in)`` or an int             Tucker of modes ``(0, 1)``
-                                                       (:class:`~tuckerlab.layers.TuckerConv2d`)
-``tucker``     one rank per mode, or an int            Tucker of every mode (no layer)
-``tt``         ``(r1, r2, r3)``, ``(1, r1, r2, r3,     TT-SVD of the weight permuted to
-               1)`` or an int cap                      ``(S, Kh, Kw, T)``
-                                                       (:class:`~tuckerlab.layers.TTConv2d`)
-``tt_tucker``  ``((r_out, r_in), (r1, r2, r3))``       Tucker factors on the channel modes,
-                                                       TT on the ``(r_in, Kh, Kw, r_out)``
-                                                       core (:class:`~tuckerlab.layers.TTTuckerConv2d`)
-``cp``         an int                                  CP by ALS
-                                                       (:class:`~tuckerlab.layers.CPConv2d`)
-``lowrank``    an int                                  best rank-``r`` approximation of a
-                                                       linear weight ``(out, in)``
-                                                       (:class:`~tuckerlab.layers.LowRankLinear`)
-=============  ======================================  ======================================
-
-Note that here ``"tucker"`` is the full Tucker decomposition; the rank rules
-of :mod:`tuckerlab.rank` say ``"tucker"`` for Tucker-2, which is
-``"tucker2"`` here (as in :func:`tuckerlab.surgery.compress_model`).
+The formats and how their ranks are written are those of the registry,
+:mod:`tuckerlab.formats` (``tucker2``, ``tucker``, ``tt``, ``tt_tucker``,
+``cp``, ``lowrank`` and any format registered later); this module adds no
+knowledge of its own about any of them.
 
 Three levels:
 
@@ -41,8 +20,8 @@ Three levels:
   :class:`Projector` (layer name -> spec) for a model, with
   :func:`project_model` (the C-step: every layer at once, on the weights'
   device) and :func:`to_factorized` (the compressed model with factorized
-  layers, built by :func:`tuckerlab.surgery.compress_model`, which performs
-  the very same projection once more and measures parameters and MACs);
+  layers, built from the factors of the last projection when they are
+  given, by :func:`tuckerlab.surgery.build_compressed`);
 - :func:`validate_rank`, which checks a rank against a weight shape with the
   messages of :mod:`tuckerlab.decompose` and names the layer and format.
 
@@ -69,14 +48,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from tuckerlab.decompose import cp, tensor_train, tt_tucker, tucker
-from tuckerlab.decompose._validation import (
-    _is_sequence,
-    check_tensor,
-    validate_cp_rank,
-    validate_tt_rank,
-    validate_tucker_rank,
-)
+from tuckerlab.decompose._validation import check_tensor
+from tuckerlab.formats import Format, format_names, get_format
 
 __all__ = [
     "FORMATS",
@@ -90,186 +63,89 @@ __all__ = [
     "to_factorized",
 ]
 
-#: Formats accepted by :func:`project`.
-FORMATS = ("tucker2", "tucker", "tt", "tt_tucker", "cp", "lowrank")
 
-#: Formats whose weight is a 4-D conv weight; ``tucker`` and ``cp`` take any order >= 2.
-_CONV_ONLY = ("tucker2", "tt", "tt_tucker")
+class _FormatNames:
+    """The registered format names, read when used (formats may be registered later)."""
 
-#: Decomposition options each format accepts (passed to :mod:`tuckerlab.decompose`).
-_OPTIONS = {
-    "tucker2": ("method", "n_iter_max", "tol", "random_state"),
-    "tucker": ("method", "n_iter_max", "tol", "random_state"),
-    "tt": (),
-    "tt_tucker": ("method", "n_iter_max", "tol"),
-    "cp": ("n_iter_max", "tol", "init", "random_state"),
-    "lowrank": (),
-}
+    def __iter__(self):
+        return iter(format_names())
 
-#: Defaults that make every projection deterministic (CP's ALS draws random
-#: columns when its rank exceeds a dimension).
-_DEFAULT_OPTIONS = {"cp": {"random_state": 0}}
+    def __contains__(self, name) -> bool:
+        return name in format_names()
+
+    def __len__(self) -> int:
+        return len(format_names())
+
+    def __repr__(self) -> str:
+        return repr(format_names())
 
 
-def _check_format(format: str) -> str:
-    if format not in FORMATS:
-        raise ValueError(f"format={format!r}: must be one of {', '.join(map(repr, FORMATS))}")
-    return format
+#: Names of the formats :func:`project` accepts (the registry of :mod:`tuckerlab.formats`).
+FORMATS = _FormatNames()
 
 
-def _context(format: str, shape, layer: str | None) -> str:
-    where = f"layer {layer!r} " if layer is not None else ""
-    return f"{where}(format {format!r}, weight shape {tuple(int(n) for n in shape)})"
-
-
-def _options(format: str, options: Mapping | None, layer: str | None = None, shape=()) -> dict:
-    """``options`` checked against the format, with its defaults filled in."""
-    opts = {**_DEFAULT_OPTIONS.get(format, {}), **dict(options or {})}
-    unknown = sorted(set(opts) - set(_OPTIONS[format]))
-    if unknown:
-        accepted = ", ".join(_OPTIONS[format]) or "none"
-        raise ValueError(
-            f"{_context(format, shape, layer)}: unknown decomposition option(s) {unknown}; accepted: {accepted}"
-        )
-    return opts
-
-
-def _lowrank_mode(shape) -> int:
-    """The mode of a matrix decomposed for ``lowrank``: the smaller side (cheaper Gram matrix)."""
-    return 0 if shape[0] <= shape[1] else 1
-
-
-def validate_rank(shape, format: str, rank, *, layer: str | None = None):
-    """Check ``rank`` for a weight of ``shape`` and return it in the layers' form.
+def validate_rank(shape, format, rank, *, layer: str | None = None):
+    """Check ``rank`` for a weight of ``shape`` and return it in the format's canonical form.
 
     Parameters
     ----------
     shape : sequence of int
         Shape of the weight (``(T, S, Kh, Kw)`` for convolutions, ``(out,
         in)`` for linear layers).
-    format : str
-        One of :data:`FORMATS`.
+    format : str or Format
+        A registered format (:mod:`tuckerlab.formats`).
     rank
-        As in the module docstring.
+        As the format writes it.
     layer : str, optional
         Layer name, put at the start of error messages.
 
     Returns
     -------
     rank
-        ``(r_out, r_in)`` for ``tucker2``; one int per mode for ``tucker``;
-        the inner TT ranks ``(r1, r2, r3)`` for ``tt``; ``((r_out, r_in),
-        (r1, r2, r3))`` for ``tt_tucker``; an int for ``cp`` and ``lowrank``.
-        Int caps and full TT tuples are expanded, so the result is exactly
-        the ``.rank`` of the factorized layer built with it.
+        Exactly the ``.rank`` of the factorized layer built with it (int
+        shorthands expanded).
 
     Raises
     ------
     ValueError
         For an unknown format, a weight of the wrong order, or a rank out of
         range: the message names the layer, the format, the mode or bond,
-        the value and the range accepted (the checks of
-        :mod:`tuckerlab.decompose`; nothing is clipped).
+        the value and the range accepted (nothing is clipped).
     """
-    _check_format(format)
-    shape = tuple(int(n) for n in shape)
-    ctx = _context(format, shape, layer)
-    if format in _CONV_ONLY and len(shape) != 4:
-        raise ValueError(f"{ctx}: format {format!r} needs a 4-D conv weight (T, S, Kh, Kw)")
-    if format == "lowrank" and len(shape) != 2:
-        raise ValueError(f"{ctx}: format 'lowrank' needs a 2-D linear weight (out, in)")
-    if format in ("tucker", "cp") and len(shape) < 2:
-        raise ValueError(f"{ctx}: format {format!r} needs a weight with at least 2 dimensions")
-    try:
-        if format == "tucker2":
-            return validate_tucker_rank(rank, shape, (0, 1))
-        if format == "tucker":
-            return validate_tucker_rank(rank, shape, tuple(range(len(shape))))
-        if format == "tt":
-            t, s, kh, kw = shape
-            return validate_tt_rank(rank, (s, kh, kw, t))[1:-1]
-        if format == "tt_tucker":
-            if not (_is_sequence(rank) and len(rank) == 2):
-                raise ValueError(f"rank={rank!r}: must be ((r_out, r_in), (r1, r2, r3))")
-            t, s, kh, kw = shape
-            r_out, r_in = validate_tucker_rank(rank[0], shape, (0, 1), name="tucker_rank")
-            tt = validate_tt_rank(rank[1], (r_in, kh, kw, r_out), name="tt_rank")[1:-1]
-            return ((r_out, r_in), tt)
-        if format == "cp":
-            return validate_cp_rank(rank, shape)
-        return validate_tucker_rank(rank, shape, (_lowrank_mode(shape),))[0]
-    except ValueError as err:
-        raise ValueError(f"{ctx}: {err}") from None
+    return get_format(format).validate_rank(shape, rank, layer=layer)
 
 
-def decompose_weight(weight: torch.Tensor, format: str, rank, **options):
-    """Decompose ``weight`` in ``format`` at ``rank`` with :mod:`tuckerlab.decompose`.
+def decompose_weight(weight: torch.Tensor, format, rank, **options):
+    """Decompose ``weight`` in ``format`` at ``rank``.
 
     Parameters
     ----------
     weight : torch.Tensor
         Floating-point weight on any device (not modified; no gradient flows).
-    format : str
-        One of :data:`FORMATS`.
+    format : str or Format
+        A registered format.
     rank
         See :func:`validate_rank`.
     **options
-        Decomposition options: ``method``, ``n_iter_max``, ``tol``,
-        ``random_state`` for ``tucker2``/``tucker``; ``method``,
-        ``n_iter_max``, ``tol`` for ``tt_tucker``; ``n_iter_max``, ``tol``,
-        ``init``, ``random_state`` for ``cp`` (``random_state`` defaults to
-        0 so that projections are reproducible); none for ``tt`` and
-        ``lowrank``.
+        The format's decomposition options (e.g. ``method``, ``n_iter_max``
+        for ``tucker2``; ``random_state`` defaults to 0 for ``cp`` so that
+        projections are reproducible); an unknown option is an error.
 
     Returns
     -------
-    TuckerTensor, TTTensor, TTTuckerTensor or CPTensor
-        In the layout the layers' ``from_factors`` take: ``tt`` and
-        ``tt_tucker`` decompose the weight permuted to ``(S, Kh, Kw, T)``
-        (``tt_tucker`` with Tucker factors on modes ``(0, 3)``); ``lowrank``
-        is a Tucker decomposition of one mode of the matrix (its smaller
-        side), i.e. its truncated SVD. :func:`reconstruct` turns it back into
-        a weight of the original shape.
-    """
-    check_tensor(weight, "weight")
-    rank = validate_rank(weight.shape, format, rank)
-    opts = _options(format, options, shape=weight.shape)
-    w = weight.detach()
-    if format == "tucker2":
-        return tucker(w, rank, modes=(0, 1), **opts)
-    if format == "tucker":
-        return tucker(w, rank, **opts)
-    if format == "tt":
-        return tensor_train(w.permute(1, 2, 3, 0), rank)
-    if format == "tt_tucker":
-        (r_out, r_in), tt = rank
-        return tt_tucker(w.permute(1, 2, 3, 0), (r_in, r_out), tt, modes=(0, 3), **opts)
-    if format == "cp":
-        return cp(w, rank, **opts)
-    return tucker(w, rank, modes=(_lowrank_mode(w.shape),), method="hosvd")
-
-
-def reconstruct(decomposition, format: str) -> torch.Tensor:
-    """The weight (original layout) of a decomposition from :func:`decompose_weight`.
-
-    Parameters
-    ----------
     decomposition
-        What :func:`decompose_weight` returned for ``format``.
-    format : str
-        One of :data:`FORMATS`.
-
-    Returns
-    -------
-    torch.Tensor
-        ``decomposition.to_tensor()``, permuted back to ``(T, S, Kh, Kw)``
-        for ``tt`` and ``tt_tucker``.
+        In the layout the format's layer is built from;
+        :func:`reconstruct` turns it back into a weight of the original shape.
     """
-    _check_format(format)
-    dense = decomposition.to_tensor()
-    if format in ("tt", "tt_tucker"):
-        dense = dense.permute(3, 0, 1, 2)
-    return dense
+    fmt = get_format(format)
+    check_tensor(weight, "weight")
+    rank = fmt.validate_rank(weight.shape, rank)
+    return fmt.decompose(weight.detach(), rank, **fmt.check_options(options, shape=weight.shape))
+
+
+def reconstruct(decomposition, format) -> torch.Tensor:
+    """The weight, in its original layout, of a decomposition from :func:`decompose_weight`."""
+    return get_format(format).reconstruct(decomposition)
 
 
 def project(weight: torch.Tensor, format: str, rank, **options) -> torch.Tensor:
@@ -296,11 +172,13 @@ def project(weight: torch.Tensor, format: str, rank, **options) -> torch.Tensor:
     Notes
     -----
     For ``tucker2``, ``tt``, ``tt_tucker`` and ``lowrank`` the result is the
-    projection computed by truncated SVDs / HOOI, which for Tucker-2 and
-    low rank is the exact Euclidean projection (HOOI converged) and for TT
-    and TT-Tucker the quasi-optimal sequential one (within ``sqrt(d - 1)`` of
-    the best, Oseledets 2011). CP has no closed-form projection; ALS gives a
-    local optimum.
+    projection computed by truncated SVDs / HOOI: for low rank the Euclidean
+    projection (Eckart-Young), for Tucker-2 the HOOI fixed point (a local
+    optimum of the Euclidean projection, in practice the best one), and for
+    TT and TT-Tucker the quasi-optimal sequential one (within ``sqrt(d - 1)``
+    of the best, Oseledets 2011), each up to the precision of the
+    decomposition in the weight's dtype. CP has no closed-form projection;
+    ALS gives a local optimum.
 
     References
     ----------
@@ -318,9 +196,12 @@ def project(weight: torch.Tensor, format: str, rank, **options) -> torch.Tensor:
     (torch.Size([32, 16, 3, 3]), 8)
     """
     with torch.no_grad():
-        dense = reconstruct(decompose_weight(weight, format, rank, **options), format)
-        # empty_like keeps the weight's strides (channels_last stays channels_last).
-        return torch.empty_like(weight, requires_grad=False).copy_(dense)
+        return _like(weight, reconstruct(decompose_weight(weight, format, rank, **options), format))
+
+
+def _like(weight: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``dense`` with the shape, dtype, device and strides of ``weight`` (channels_last stays channels_last)."""
+    return torch.empty_like(weight, requires_grad=False).copy_(dense)
 
 
 # ------------------------------------------------------------------- models
@@ -343,24 +224,21 @@ class LayerSpec:
     options: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
-        _check_format(self.format)
+        object.__setattr__(self, "format", get_format(self.format).name)
         object.__setattr__(self, "options", dict(self.options))
+
+    @property
+    def fmt(self) -> Format:
+        """The :class:`~tuckerlab.formats.Format` object."""
+        return get_format(self.format)
 
     def to_dict(self) -> dict:
         """Plain values (JSON- and checkpoint-ready)."""
-        return {"format": self.format, "rank": _plain(self.rank), "options": dict(self.options)}
+        return {"format": self.format, "rank": self.fmt.rank_to_json(self.rank), "options": dict(self.options)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "LayerSpec":
-        return cls(d["format"], _tuple(d["rank"]), d.get("options", {}))
-
-
-def _plain(rank):
-    return [_plain(r) for r in rank] if isinstance(rank, (list, tuple)) else int(rank)
-
-
-def _tuple(rank):
-    return tuple(_tuple(r) for r in rank) if isinstance(rank, (list, tuple)) else rank
+        return cls(d["format"], get_format(d["format"]).rank_from_json(d["rank"]), d.get("options", {}))
 
 
 def _as_spec(value, name: str) -> LayerSpec:
@@ -408,7 +286,7 @@ class Projector:
         out = {}
         for name, value in specs.items():
             spec = _as_spec(value, name)
-            own = {k: v for k, v in options.items() if k in _OPTIONS[spec.format]}
+            own = spec.fmt.own_options(options)
             if own and not spec.options:
                 spec = LayerSpec(spec.format, spec.rank, own)
             out[str(name)] = spec
@@ -480,29 +358,19 @@ class Projector:
     def validate(self, model: nn.Module) -> "Projector":
         """Check every spec against ``model``; return a projector with normalised ranks.
 
-        Checks that each layer exists and is a ``groups=1`` ``nn.Conv2d`` (an
-        ``nn.Linear`` for ``lowrank``), that its format fits its weight and
-        that its rank is in range (see :func:`validate_rank`), and that the
+        Checks that each layer exists and is a module its format compresses
+        (a ``groups=1`` ``nn.Conv2d``, an ``nn.Linear`` for ``lowrank``),
+        that its rank is in range (see :func:`validate_rank`) and that the
         options are known. Raises ``ValueError`` naming the layer, the
         format, the rank and the range accepted.
         """
         weights = self.weights(model)
         out = {}
         for name, spec in self.specs.items():
-            module = model.get_submodule(name)
-            ctx = _context(spec.format, weights[name].shape, name)
-            if spec.format == "lowrank":
-                if not isinstance(module, nn.Linear):
-                    raise ValueError(f"{ctx}: 'lowrank' compresses nn.Linear layers, this is a {type(module).__name__}")
-            elif not isinstance(module, nn.Conv2d):
-                raise ValueError(
-                    f"{ctx}: {spec.format!r} compresses nn.Conv2d layers, this is a {type(module).__name__} "
-                    "(use 'lowrank' for nn.Linear)"
-                )
-            elif module.groups != 1:
-                raise ValueError(f"{ctx}: grouped convolutions (groups={module.groups}) cannot be decomposed")
-            rank = validate_rank(weights[name].shape, spec.format, spec.rank, layer=name)
-            _options(spec.format, spec.options, name, weights[name].shape)
+            fmt, shape = spec.fmt, weights[name].shape
+            fmt.check_module(model.get_submodule(name), name)
+            rank = fmt.validate_rank(shape, spec.rank, layer=name)
+            fmt.check_options(spec.options, layer=name, shape=shape)
             out[name] = LayerSpec(spec.format, rank, spec.options)
         return Projector(out)
 
@@ -510,12 +378,22 @@ class Projector:
     def decompose(self, model: nn.Module) -> dict[str, Any]:
         """``{name: decomposition}`` of the current weights (see :func:`decompose_weight`)."""
         weights = self.weights(model)
-        return {n: decompose_weight(weights[n], s.format, s.rank, **s.options) for n, s in self.specs.items()}
+        return {n: s.fmt.decompose(weights[n].detach(), s.rank, **s.fmt.check_options(s.options))
+                for n, s in self.specs.items()}
+
+    def reconstruct(self, decompositions: Mapping[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
+        """``{name: weight}`` rebuilt from ``decompositions``, each like the layer's weight (shape, dtype, layout)."""
+        weights = self.weights(model)
+        with torch.no_grad():
+            return {n: _like(weights[n], s.fmt.reconstruct(decompositions[n])) for n, s in self.specs.items()}
 
     def project(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """``{name: Delta(Theta)}``: every named weight projected, on its own device."""
-        weights = self.weights(model)
-        return {n: project(weights[n], s.format, s.rank, **s.options) for n, s in self.specs.items()}
+        return self.reconstruct(self.decompose(model), model)
+
+    def project_tensors(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{name: projection of tensors[name]}`` in each layer's format, rank and options (ADMM's ``W + U``)."""
+        return {n: project(tensors[n], s.format, s.rank, **s.options) for n, s in self.specs.items()}
 
     def distances(self, model: nn.Module, targets: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:
         """``||W - target||`` and ``||W||`` per layer, plus ``"total"`` over all layers.
@@ -546,50 +424,53 @@ class Projector:
 
     # ---------------------------------------------------------- factorized
     def factorized_method(self) -> tuple[str, dict]:
-        """The ``compress_model`` method and ``decompose_kwargs`` that build these layers.
+        """The convolution format and its options, checked to have one factorized form.
 
-        Raises ``ValueError`` when the specs have no factorized form: the full
-        Tucker format (no layer), several convolution formats, or different
-        options for different convolutions (a model file records one method).
+        Raises ``ValueError`` when the specs have no factorized form: a
+        format without a layer (full Tucker), several convolution formats,
+        or different options for different convolutions (a model file
+        records one format for the convolutions).
         """
         conv = [s for s in self.specs.values() if s.format != "lowrank"]
+        for s in conv:
+            s.fmt.require_layer()
         formats = {s.format for s in conv}
-        if "tucker" in formats:
-            raise ValueError(
-                "format 'tucker' (full Tucker) has no factorized layer in tuckerlab.layers; use 'tucker2' "
-                "(Tucker on the channel modes) to build a compressed model"
-            )
         if len(formats) > 1:
             raise ValueError(f"a compressed model has one convolution format, got {sorted(formats)}")
         if len({repr(sorted(s.options.items())) for s in conv}) > 1:
             raise ValueError("a compressed model needs the same decomposition options for every convolution")
         if not conv:
             return "tucker2", {}
-        return conv[0].format, _options(conv[0].format, conv[0].options)
+        return conv[0].format, conv[0].fmt.check_options(conv[0].options)
 
     def to_factorized(self, model: nn.Module, **kwargs):
         """See :func:`to_factorized`."""
         return to_factorized(model, self, **kwargs)
 
     @classmethod
-    def from_rank(cls, model: nn.Module, format: str, rank, *, input_size=(3, 32, 32), **compress_kwargs) -> "Projector":
-        """The layers and ranks that :func:`~tuckerlab.surgery.compress_model` would choose.
+    def from_rank(cls, model: nn.Module, format, rank, *, input_size=(3, 32, 32), data=None, context=None,
+                  skip=None, include_linear: bool = False, skip_first: bool = True, skip_pointwise: bool = True,
+                  decompose_kwargs: Mapping | None = None, layers=None) -> "Projector":
+        """The layers and ranks :func:`~tuckerlab.surgery.compress_model` would choose, without decomposing.
 
         Parameters
         ----------
         model : torch.nn.Module
             Only read.
-        format : {"tucker2", "tt", "tt_tucker", "cp"}
+        format : {"tucker2", "tt", "tt_tucker", "cp"} or Format
             Format of the convolutions (``nn.Linear`` layers, with
             ``include_linear=True``, get ``"lowrank"``).
-        rank : rank, dict or rank rule
-            As ``compress_model`` takes it (e.g. the output of
-            :func:`tuckerlab.rank.spec.from_spec`).
+        rank : rank selector, str, dict, rank rule or rank
+            As ``compress_model`` takes it.
         input_size : sequence of int
             One input without the batch dimension.
-        **compress_kwargs
-            ``skip``, ``include_linear``, ``skip_first``, ``skip_pointwise``,
-            ``decompose_kwargs`` of ``compress_model``.
+        data, context
+            For selectors that look at the data (see ``compress_model``).
+        skip, include_linear, skip_first, skip_pointwise, decompose_kwargs
+            As in ``compress_model``.
+        layers : LayerSelection, optional
+            The layers already selected (the other layer arguments are then
+            not used).
 
         Returns
         -------
@@ -599,41 +480,39 @@ class Projector:
         ------
         ValueError
             If no layer is selected, or a rank does not fit its layer.
-
-        Notes
-        -----
-        The layer choice is ``compress_model``'s own: it is run on the model
-        with a rule that records each eligible layer's rank and returns None,
-        so nothing is decomposed. The default thus skips the first
-        convolution and the 1x1 convolutions exactly as ``compress_model``
-        does.
         """
-        from tuckerlab.surgery import METHODS, compress_model
+        from tuckerlab.layer_selection import check_layer_names, select_layers
+        from tuckerlab.rank.selectors import FixedRanks, SelectionContext, as_selector
+        from tuckerlab.surgery import _conv_format
 
-        if format not in METHODS:
-            raise ValueError(f"format={format!r}: a model-wide rank needs one of {sorted(METHODS)}")
-        options = dict(compress_kwargs.get("decompose_kwargs") or {})
-        if isinstance(rank, Mapping):
-            unknown = sorted(set(rank) - {n for n, _ in model.named_modules()})
-            if unknown:
-                raise ValueError(f"the rank dict names modules that are not in the model: {unknown}")
-        chosen: dict[str, LayerSpec] = {}
+        fmt = _conv_format(format)
+        selector = as_selector(rank)
+        if isinstance(selector, FixedRanks):
+            check_layer_names(model, selector.ranks)
+        if layers is None:
+            layers = select_layers(model, skip=skip, include_linear=include_linear, skip_first=skip_first,
+                                   skip_pointwise=skip_pointwise, input_size=input_size)
+        if context is None:
+            context = SelectionContext(data=data, input_size=tuple(input_size))
+        return cls.from_ranks(model, fmt, selector.select(model, fmt, layers, context), layers,
+                              decompose_kwargs, rank)
 
-        def record(name, module, method):
-            if callable(rank):
-                r = rank(name, module, method)
-            elif isinstance(rank, Mapping):
-                r = rank.get(name)
-            else:
-                r = rank
+    @classmethod
+    def from_ranks(cls, model: nn.Module, format, ranks: Mapping[str, Any], layers, options=None,
+                   what=None) -> "Projector":
+        """A validated projector from ``{layer: rank}`` of selected ``layers`` (linear ones get ``lowrank``)."""
+        from tuckerlab.rank.selectors import format_for
+
+        fmt = get_format(format)
+        chosen = {}
+        for info in layers:
+            r = ranks.get(info.name)
             if r is not None:
-                fmt = "lowrank" if method == "svd" else format
-                chosen[name] = LayerSpec(fmt, r, options if fmt != "lowrank" else {})
-            return None  # decompose nothing
-
-        compress_model(model, format, record, input_size=input_size, **compress_kwargs)
+                f = format_for(info, fmt)
+                chosen[info.name] = LayerSpec(f.name, r, dict(options or {}) if f is fmt else {})
         if not chosen:
-            raise ValueError(f"rank {rank!r} selects no layer of {type(model).__name__} to compress")
+            raise ValueError(f"rank {what if what is not None else ranks!r} selects no layer of "
+                             f"{type(model).__name__} to compress")
         return cls(chosen).validate(model)
 
 
@@ -668,13 +547,14 @@ def project_model(model: nn.Module, specs) -> dict[str, torch.Tensor]:
     return as_projector(specs).validate(model).project(model)
 
 
-def to_factorized(model: nn.Module, specs, *, execution: str = "factorized", input_size=(3, 32, 32)):
+def to_factorized(model: nn.Module, specs, *, execution: str = "factorized", input_size=(3, 32, 32),
+                  decompositions: Mapping[str, Any] | None = None, selection=None):
     """The compressed model: every layer of ``specs`` replaced by its factorized layer.
 
-    The factors are the projection of the model's current weights (the
-    final C-step): :func:`tuckerlab.surgery.compress_model` runs the same
-    decomposition with the same ranks and options as :func:`project`, so
-    each new layer's ``reconstruct_weight()`` equals ``project_model(model,
+    The factors are ``decompositions`` when given (the factors of the last
+    projection, e.g. LC's final C-step, so nothing is decomposed again), and
+    otherwise the decomposition of the model's current weights; each new
+    layer's ``reconstruct_weight()`` equals ``project_model(model,
     specs)[name]`` up to rounding.
 
     Parameters
@@ -682,14 +562,19 @@ def to_factorized(model: nn.Module, specs, *, execution: str = "factorized", inp
     model : torch.nn.Module
         Not modified (a copy is compressed).
     specs : Projector or mapping
-        One convolution format among ``tucker2``, ``tt``, ``tt_tucker``,
-        ``cp`` (the model file format records one method), with the same
-        options for every convolution, plus ``lowrank`` for ``nn.Linear``
-        layers. ``tucker`` (full Tucker) has no factorized layer.
+        One convolution format with a layer (``tucker2``, ``tt``,
+        ``tt_tucker``, ``cp``, ...), with the same options for every
+        convolution, plus ``lowrank`` for ``nn.Linear`` layers.
     execution : {"factorized", "reconstructed"}
         Execution mode of the new layers.
     input_size : sequence of int
         One input (without batch) to measure MACs.
+    decompositions : mapping, optional
+        ``{name: decomposition}`` of every layer of ``specs``.
+    selection : LayerSelection, optional
+        The selection the layers came from (same architecture): its shapes
+        and totals are reused, and its skipped layers go into the report;
+        by default the layers are selected again (one forward pass).
 
     Returns
     -------
@@ -697,18 +582,17 @@ def to_factorized(model: nn.Module, specs, *, execution: str = "factorized", inp
     report : tuckerlab.surgery.CompressionReport
         Ranks, parameters and MACs per layer and in total.
     """
-    from tuckerlab.surgery import compress_model
+    from tuckerlab.layer_selection import select_layers
+    from tuckerlab.surgery import build_compressed
 
     proj = as_projector(specs).validate(model)
-    method, decompose_kwargs = proj.factorized_method()
-    return compress_model(
-        model,
-        method,
-        proj.ranks,
-        include_linear="lowrank" in proj.formats,
-        skip_first=False,
-        skip_pointwise=False,
-        execution=execution,
-        input_size=input_size,
-        decompose_kwargs=decompose_kwargs,
-    )
+    method, _ = proj.factorized_method()
+    if decompositions is None:
+        decompositions = proj.decompose(model)
+    if selection is None or not set(proj.names) <= set(selection.names):
+        selection = select_layers(model, names=proj.names, include_linear=True, skip_first=False,
+                                  skip_pointwise=False, input_size=input_size)
+    selection = selection.only(proj.names, reason="no rank")
+    new, report = build_compressed(model, proj.specs, decompositions, execution=execution, selection=selection)
+    report.method = method
+    return new, report

@@ -154,8 +154,3 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds since the start (usable inside the ``with`` block)."""
-        return time.perf_counter() - self.start

@@ -1,65 +1,45 @@
 """Replace the convolutions (and optionally linear layers) of any model by factorized ones.
 
-:func:`compress_model` walks a model, decomposes the weight of every
-eligible ``nn.Conv2d`` (``nn.Linear``) with one method and a rank chosen per
-layer, swaps in the factorized layer of :mod:`tuckerlab.layers` and returns
-the new model with a :class:`CompressionReport` (parameters and MACs per
-layer and in total, measured with :mod:`tuckerlab.metrics`).
+:func:`compress_model` works in steps, each of which other parts of the
+package reuse on its own:
+
+1. **select** the layers (:func:`tuckerlab.layer_selection.select_layers`:
+   one forward pass gives the layers, their shapes and the model's MACs);
+2. **resolve** their ranks (any rank selector,
+   :mod:`tuckerlab.rank.selectors`) and check them against the format
+   (:mod:`tuckerlab.formats`);
+3. **decompose** the weights;
+4. **build** the factorized layers from the factors and swap them in
+   (:func:`build_compressed`, which the methods call with the factors their
+   last projection computed, and which :mod:`tuckerlab.serialization` calls
+   without factors to rebuild a saved model);
+5. **measure**: a :class:`CompressionReport` of parameters and MACs per
+   layer and in total, from the formats' exact costs (no further forward
+   pass).
 """
 
 from __future__ import annotations
 
 import copy
-import fnmatch
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from torch import nn
 
-from tuckerlab.layers import EXECUTION_MODES, CPConv2d, LowRankLinear, TTConv2d, TTTuckerConv2d, TuckerConv2d
-from tuckerlab.metrics import count_macs, count_params, layer_macs
+from tuckerlab.formats import format_names, get_format, rank_from_json, rank_to_json
+from tuckerlab.layers import EXECUTION_MODES
+from tuckerlab.metrics import count_params, layer_macs
 
-__all__ = ["compress_model", "replace_module", "CompressionReport", "LayerRecord", "METHODS"]
-
-#: Method name -> factorized conv class.
-METHODS: dict[str, type] = {
-    "tucker2": TuckerConv2d,
-    "tt": TTConv2d,
-    "tt_tucker": TTTuckerConv2d,
-    "cp": CPConv2d,
-}
-#: Method name passed to rank rules for ``nn.Linear`` layers.
-LINEAR_METHOD = "svd"
-
-
-def _to_tuple(x):
-    """Lists (from JSON) back to tuples, recursively."""
-    if isinstance(x, (list, tuple)):
-        return tuple(_to_tuple(v) for v in x)
-    return x
+__all__ = ["compress_model", "build_compressed", "replace_module", "CompressionReport", "LayerRecord"]
 
 
 def _ratio(before: int, after: int) -> float:
     return before / after if after else float("inf")
 
 
-@dataclass
-class LayerRecord:
-    """One compressed layer: what it was, the rank it got, and its cost before and after.
-
-    ``params_*`` count the layer's own parameters (bias included);
-    ``macs_*`` are per image, measured on the report's ``input_size``.
-    """
-
-    name: str
-    weight_shape: tuple
-    method: str
-    rank: Any
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
+class _Ratios:
+    """``params_ratio`` and ``macs_ratio`` of anything with ``params_before/after`` and ``macs_before/after``."""
 
     @property
     def params_ratio(self) -> float:
@@ -73,13 +53,31 @@ class LayerRecord:
 
 
 @dataclass
-class CompressionReport:
+class LayerRecord(_Ratios):
+    """One compressed layer: what it was, the rank it got, and its cost before and after.
+
+    ``params_*`` count the layer's own parameters (bias included);
+    ``macs_*`` are per image, measured on the report's ``input_size``.
+    """
+
+    name: str
+    weight_shape: tuple
+    method: str  # the layer's format
+    rank: Any
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+@dataclass
+class CompressionReport(_Ratios):
     """What :func:`compress_model` did.
 
     Attributes
     ----------
     method : str
-        The conv method (``nn.Linear`` rows have method ``"svd"``).
+        The format of the convolutions (``nn.Linear`` rows have ``"lowrank"``).
     input_size : tuple of int
         Input shape (without batch) the MACs were measured on.
     rows : list of LayerRecord
@@ -100,16 +98,6 @@ class CompressionReport:
     params_after: int = 0
     macs_before: int = 0
     macs_after: int = 0
-
-    @property
-    def params_ratio(self) -> float:
-        """Whole-model compression ratio ``params_before / params_after``."""
-        return _ratio(self.params_before, self.params_after)
-
-    @property
-    def macs_ratio(self) -> float:
-        """Whole-model ``macs_before / macs_after``."""
-        return _ratio(self.macs_before, self.macs_after)
 
     @property
     def params_reduction(self) -> float:
@@ -146,7 +134,7 @@ class CompressionReport:
         for r in self.rows:
             d = asdict(r)
             d["weight_shape"] = list(r.weight_shape)
-            d["rank"] = json.loads(json.dumps(r.rank))
+            d["rank"] = rank_to_json(r.rank)
             d["params_ratio"] = r.params_ratio
             d["macs_ratio"] = r.macs_ratio
             out.append(d)
@@ -178,7 +166,7 @@ class CompressionReport:
     @classmethod
     def from_dict(cls, data: dict) -> "CompressionReport":
         rows = [
-            LayerRecord(**{**d, "weight_shape": tuple(d["weight_shape"]), "rank": _to_tuple(d["rank"])})
+            LayerRecord(**{**d, "weight_shape": tuple(d["weight_shape"]), "rank": rank_from_json(d["rank"])})
             for d in data["layers"]
         ]
         t = data["totals"]
@@ -268,21 +256,104 @@ def replace_module(model: nn.Module, name: str, new_module: nn.Module) -> nn.Mod
     return old
 
 
-def _resolve_skip(skip, names: set[str]) -> Callable[[str, nn.Module], bool]:
-    if skip is None:
-        return lambda name, module: False
-    if callable(skip):
-        return skip
-    patterns = [skip] if isinstance(skip, str) else list(skip)
-    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
-    if unknown:
-        raise ValueError(f"`skip` entries match no module of the model: {unknown}.")
-    return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
+def _conv_format(format):
+    """The conv format with a layer called ``format``; ``ValueError`` listing them otherwise."""
+    names = format_names("conv", with_layer=True)
+    if isinstance(format, str) and format in names:
+        return get_format(format)
+    if not isinstance(format, str) and getattr(format, "name", None) in names:
+        return format
+    raise ValueError(f"Unknown method {format!r}; accepted: {sorted(names)}.")
+
+
+def build_compressed(
+    model: nn.Module,
+    specs: Mapping,
+    decompositions: Mapping[str, Any] | None = None,
+    *,
+    execution: str = "factorized",
+    inplace: bool = False,
+    selection=None,
+) -> tuple[nn.Module, "CompressionReport | None"]:
+    """Swap in the factorized layers ``specs`` describes, built from ``decompositions``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Deep-copied first unless ``inplace``.
+    specs : mapping
+        ``{layer name: LayerSpec}`` (format, rank, options), validated.
+    decompositions : mapping, optional
+        ``{layer name: what the format's decompose returned}``; the layers
+        are built from them. None: layers at the ranks of ``specs`` with the
+        layer's initialisation (to load saved weights into; nothing is
+        decomposed).
+    execution : {"factorized", "reconstructed"}
+    inplace : bool
+    selection : LayerSelection, optional
+        The layers' shapes and the model's totals
+        (:func:`tuckerlab.layer_selection.select_layers`). With it a
+        :class:`CompressionReport` is returned, else None.
+
+    Returns
+    -------
+    model, report
+    """
+    if execution not in EXECUTION_MODES:
+        raise ValueError(f"`execution` must be one of {EXECUTION_MODES}, got {execution!r}.")
+    new = model if inplace else copy.deepcopy(model)
+    rows, layers = [], {}
+    for name, spec in specs.items():
+        module = new.get_submodule(name)
+        fmt = get_format(spec.format)
+        if decompositions is None:
+            layer = fmt.empty_layer(module, spec.rank, execution)
+        else:
+            layer = fmt.layer_from_factors(module, decompositions[name], execution)
+        layers[name] = layer
+        if selection is not None:
+            info = selection[name]
+            before_params, before_macs = info.dense_cost()
+            rows.append(LayerRecord(
+                name=name, weight_shape=info.weight_shape, method=fmt.name, rank=layer.rank,
+                params_before=before_params, params_after=layer.n_params, macs_before=before_macs,
+                macs_after=info.cost(fmt, layer.rank)[1],
+            ))
+    for name, layer in layers.items():
+        replace_module(new, name, layer)
+    if selection is None:
+        return new, None
+    if execution != "factorized":  # the formats' costs describe factorized execution: measure instead
+        measured = layer_macs(new, selection.input_size)
+        for row in rows:
+            row.macs_after = measured.get(row.name, 0)
+    conv = {spec.format for spec in specs.values() if spec.format != "lowrank"}
+    report = CompressionReport(
+        method=next(iter(conv), "lowrank") if len(conv) <= 1 else "mixed",
+        input_size=selection.input_size,
+        rows=rows,
+        skipped=list(selection.skipped),
+        params_before=selection.total_params,
+        params_after=count_params(new),
+        macs_before=selection.total_macs,
+        macs_after=selection.total_macs - sum(r.macs_before - r.macs_after for r in rows),
+    )
+    return new, report
+
+
+def _skip_reason(selector, name: str) -> str:
+    from tuckerlab.rank.selectors import FixedRanks, RuleRanks
+
+    if isinstance(selector, FixedRanks):
+        return "rank None" if name in selector.ranks else "not in the rank dict"
+    if isinstance(selector, RuleRanks):
+        return "rule returned None"
+    return "no rank"
 
 
 def compress_model(
     model: nn.Module,
-    method: str,
+    format,
     rank,
     skip: Iterable[str] | Callable[[str, nn.Module], bool] | None = None,
     include_linear: bool = False,
@@ -292,6 +363,9 @@ def compress_model(
     inplace: bool = False,
     input_size=(3, 32, 32),
     decompose_kwargs: dict | None = None,
+    *,
+    data=None,
+    context=None,
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace the convolutions of ``model`` by factorized layers.
 
@@ -299,21 +373,25 @@ def compress_model(
     ----------
     model : torch.nn.Module
         Any model. It is deep-copied first unless ``inplace=True``.
-    method : {"tucker2", "tt", "tt_tucker", "cp"}
-        :class:`~tuckerlab.layers.TuckerConv2d`, :class:`~tuckerlab.layers.TTConv2d`,
-        :class:`~tuckerlab.layers.TTTuckerConv2d` or :class:`~tuckerlab.layers.CPConv2d`.
-    rank : rank, dict or callable
-        - one rank, in the form of the method (see ``DEVELOPERS.md``: e.g.
-          ``(r_out, r_in)`` for ``"tucker2"``), used for every layer; with
-          ``include_linear=True`` it must be an int to serve linear layers too;
+    format : {"tucker2", "tt", "tt_tucker", "cp"} or Format
+        The format of the convolutions (:mod:`tuckerlab.formats`); selected
+        ``nn.Linear`` layers use ``"lowrank"``.
+    rank : rank selector, str, dict, callable or rank
+        Anything :func:`tuckerlab.rank.selectors.as_selector` takes:
+
+        - one rank in the format's form (e.g. ``(r_out, r_in)`` for
+          ``"tucker2"``), used for every layer; with ``include_linear=True``
+          it must be an int to serve linear layers too;
         - a dict ``{qualified layer name: rank}``: only those layers are
           compressed (the skip rules below still apply to them); a value of
           None leaves the layer as it is; names that are not in the model,
           or that are not ``nn.Conv2d``/``nn.Linear`` layers, raise
           ``ValueError``;
-        - a rank rule ``rule(name, module, method) -> rank or None`` (None
-          leaves the layer as it is). For ``nn.Linear`` layers the rule is
-          called with ``method="svd"`` and must return an int.
+        - a rank rule ``rule(name, module, format_name) -> rank or None``
+          (None leaves the layer as it is); ``nn.Linear`` layers are asked
+          with ``"lowrank"`` and must get an int;
+        - a specification string (``"evbmf"``, ``"params:0.3"``, any
+          registered selector) or a :class:`~tuckerlab.rank.selectors.RankSelector`.
     skip : iterable of str or callable, optional
         Layer names (or ``fnmatch`` patterns such as ``"layer1.*"``) to
         leave as they are, or a predicate ``skip(name, module) -> bool``.
@@ -332,8 +410,13 @@ def compress_model(
     input_size : sequence of int, default (3, 32, 32)
         One input (without batch) used to measure MACs before and after.
     decompose_kwargs : dict, optional
-        Passed to the conv classes' ``from_conv`` (e.g. ``{"method": "hosvd"}``
-        for Tucker, ``{"n_iter_max": 500, "random_state": 0}`` for CP).
+        Decomposition options of the convolutions' format (e.g.
+        ``{"method": "hosvd"}`` for Tucker-2, ``{"n_iter_max": 500}`` for CP).
+    data : ImageDataset, optional
+        For rank selectors that look at the data.
+    context : SelectionContext, optional
+        Everything a selector may look at (built from ``data`` and
+        ``input_size`` when not given).
 
     Returns
     -------
@@ -346,9 +429,9 @@ def compress_model(
     Notes
     -----
     Grouped and depthwise convolutions (``groups != 1``) are never
-    decomposed; they are listed in ``report.skipped``. Invalid ranks raise
-    the ``ValueError`` of :mod:`tuckerlab.decompose`, which names the mode
-    and the accepted range.
+    decomposed; they are listed in ``report.skipped``. Invalid ranks raise a
+    ``ValueError`` that names the layer, the mode or bond and the accepted
+    range; every rank is checked before any weight is decomposed.
 
     Examples
     --------
@@ -356,113 +439,36 @@ def compress_model(
     >>> small, report = compress_model(model, "tucker2", fixed_ratio(0.5))  # doctest: +SKIP
     >>> print(report)  # doctest: +SKIP
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; accepted: {sorted(METHODS)}.")
+    from tuckerlab.layer_selection import check_layer_names, select_layers
+    from tuckerlab.projection import LayerSpec
+    from tuckerlab.rank.selectors import FixedRanks, SelectionContext, as_selector
+
+    fmt = _conv_format(format)
     if execution not in EXECUTION_MODES:
         raise ValueError(f"`execution` must be one of {EXECUTION_MODES}, got {execution!r}.")
-    conv_cls = METHODS[method]
-    decompose_kwargs = dict(decompose_kwargs or {})
+    selector = as_selector(rank)
+    if isinstance(selector, FixedRanks):
+        check_layer_names(model, selector.ranks)
     input_size = tuple(int(d) for d in input_size)
-    new = model if inplace else copy.deepcopy(model)
-
-    modules = dict(new.named_modules())
-    eligible = {
-        n: m
-        for n, m in modules.items()
-        if isinstance(m, nn.Conv2d)
-        or (
-            isinstance(m, nn.Linear)
-            and not isinstance(modules.get(n.rpartition(".")[0]), nn.MultiheadAttention)
-        )
+    selection = select_layers(model, skip=skip, include_linear=include_linear, skip_first=skip_first,
+                              skip_pointwise=skip_pointwise, input_size=input_size)
+    if context is None:
+        context = SelectionContext(data=data, input_size=input_size)
+    ranks = selector.select(model, fmt, selection, context)
+    options = fmt.check_options(decompose_kwargs)
+    specs = {}
+    for info in selection:
+        if ranks.get(info.name) is None:
+            continue
+        f = get_format("lowrank") if info.kind == "linear" else fmt
+        specs[info.name] = LayerSpec(f.name, f.validate_rank(info.weight_shape, ranks[info.name], layer=info.name),
+                                     options if f is fmt else {})
+    selection = selection.only(specs, reason=lambda name: _skip_reason(selector, name))
+    decompositions = {
+        name: get_format(spec.format).decompose(model.get_submodule(name).weight.detach(), spec.rank, **spec.options)
+        for name, spec in specs.items()
     }
-
-    if isinstance(rank, dict):
-        unknown = sorted(set(rank) - set(modules))
-        if unknown:
-            raise ValueError(f"`rank` dict names modules that are not in the model: {unknown}.")
-        wrong = sorted(set(rank) - set(eligible))
-        if wrong:
-            raise ValueError(
-                f"`rank` dict names modules that are not nn.Conv2d or nn.Linear layers: "
-                f"{[(n, type(modules[n]).__name__) for n in wrong]}."
-            )
-    skip_fn = _resolve_skip(skip, set(modules))
-
-    macs_before_layer = layer_macs(new, input_size)
-    macs_before = count_macs(new, input_size)
-    params_before = count_params(new)
-    convs_run = [n for n in macs_before_layer if isinstance(modules.get(n), nn.Conv2d)]
-    convs_all = [n for n, m in eligible.items() if isinstance(m, nn.Conv2d)]
-    first_conv = (convs_run or convs_all or [None])[0]
-
-    def rank_for(name, module, layer_method):
-        if isinstance(rank, dict):
-            return rank.get(name), ("rank None" if name in rank else "not in the rank dict")
-        if callable(rank):
-            return rank(name, module, layer_method), "rule returned None"
-        return rank, "rank None"
-
-    rows, skipped, replacements = [], [], []
-    for name, module in eligible.items():
-        is_linear = isinstance(module, nn.Linear)
-        if is_linear and not include_linear:
-            skipped.append((name, "linear (include_linear=False)"))
-            continue
-        if skip_fn(name, module):
-            skipped.append((name, "skip"))
-            continue
-        if not is_linear:
-            if module.groups != 1:
-                skipped.append((name, f"groups={module.groups}"))
-                continue
-            if skip_first and name == first_conv:
-                skipped.append((name, "first conv"))
-                continue
-            if skip_pointwise and tuple(module.kernel_size) == (1, 1):
-                skipped.append((name, "1x1 conv"))
-                continue
-        layer_method = LINEAR_METHOD if is_linear else method
-        r, why = rank_for(name, module, layer_method)
-        if r is None:
-            skipped.append((name, why))
-            continue
-        if is_linear:
-            if not (isinstance(r, int) and not isinstance(r, bool)):
-                raise ValueError(
-                    f"Linear layer {name!r} needs an int rank, got {r!r}; pass a dict or a rank rule "
-                    "to give linear layers their own rank."
-                )
-            new_layer = LowRankLinear.from_linear(module, r, execution=execution)
-        else:
-            new_layer = conv_cls.from_conv(module, r, execution=execution, **decompose_kwargs)
-        replacements.append((name, new_layer))
-        rows.append(
-            LayerRecord(
-                name=name,
-                weight_shape=tuple(module.weight.shape),
-                method=layer_method,
-                rank=_to_tuple(new_layer.rank),
-                params_before=sum(p.numel() for p in module.parameters()),
-                params_after=new_layer.n_params,
-                macs_before=macs_before_layer.get(name, 0),
-                macs_after=0,
-            )
-        )
-
-    for name, new_layer in replacements:
-        replace_module(new, name, new_layer)
-
-    macs_after_layer = layer_macs(new, input_size)
-    for row in rows:
-        row.macs_after = macs_after_layer.get(row.name, 0)
-    report = CompressionReport(
-        method=method,
-        input_size=input_size,
-        rows=rows,
-        skipped=skipped,
-        params_before=params_before,
-        params_after=count_params(new),
-        macs_before=macs_before,
-        macs_after=count_macs(new, input_size),
-    )
+    new, report = build_compressed(model, specs, decompositions, execution=execution, inplace=inplace,
+                                   selection=selection)
+    report.method = fmt.name
     return new, report

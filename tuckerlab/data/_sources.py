@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -245,6 +246,11 @@ def _fashion_mnist(root: Path, download: bool | None) -> ImageDataset:
 # ---------------------------------------------------------------- synthetic
 
 
+# Images generated per block: the two float32 intermediates of one block are a
+# few MiB, so memory peaks at the uint8 result, not at four float copies of it.
+_SYNTHETIC_BLOCK = 1024
+
+
 def _synthetic(
     n_train: int = 2048,
     n_test: int = 512,
@@ -264,15 +270,38 @@ def _synthetic(
     templates = torch.nn.functional.interpolate(
         coarse, size=(image_size, image_size), mode="bilinear", align_corners=False
     )
+    shape = (channels, image_size, image_size)
+
+    def blocks(n):
+        """Image ranges of the noise blocks. Each block holds a multiple of 16
+        values and the last at least 16, so that the blocks draw from the
+        generator exactly the numbers one ``randn(n, ...)`` would (torch fills
+        normals 16 at a time): the data do not depend on the block size."""
+        step = 16 * max(1, _SYNTHETIC_BLOCK // 16)
+        starts = list(range(0, n, step))
+        if len(starts) > 1 and (n - starts[-1]) * math.prod(shape) < 16:
+            starts.pop()
+        return list(zip(starts, starts[1:] + [n]))
 
     def split(n):
         y = torch.randint(0, num_classes, (n,), generator=gen)
-        noise = torch.randn(n, channels, image_size, image_size, generator=gen) * 64
-        if labels == "learnable":
-            x = templates[y] * 0.5 + 64 + noise
+        noise_gen = gen
+        if labels == "random":
+            # The image's template index is drawn after all the noise: run the
+            # generator past the noise, draw it, then make the noise from a
+            # copy of the generator's earlier state.
+            noise_gen = torch.Generator().set_state(gen.get_state())
+            for a, b in blocks(n):
+                torch.randn(b - a, *shape, generator=gen)
+            which = torch.randint(0, num_classes, (n,), generator=gen)
         else:
-            x = templates[torch.randint(0, num_classes, (n,), generator=gen)] * 0.5 + 64 + noise
-        return x.round_().clamp_(0, 255).to(torch.uint8), y
+            which = y
+        x = torch.empty(n, *shape, dtype=torch.uint8)
+        for a, b in blocks(n):
+            noise = torch.randn(b - a, *shape, generator=noise_gen).mul_(64)
+            # (template * 0.5 + 64) + noise, in place, in the order that fixes the rounding
+            x[a:b] = templates[which[a:b]].mul_(0.5).add_(64).add_(noise).round_().clamp_(0, 255)
+        return x, y
 
     x_train, y_train = split(n_train)
     x_test, y_test = split(n_test)

@@ -19,7 +19,7 @@ Torch (Kossaifi et al., "TensorLy-Torch", 2021); the code here is our own.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -134,13 +134,35 @@ class FactorizedConv2d(FactorizedModule):
     is applied along each spatial axis just before the factor that convolves
     along that axis, which gives the same result as padding the input first
     because the stages before it act on channels only.
+
+    Subclasses implement ``_build(rank, factory_kwargs)`` (create the
+    factors), ``reset_parameters``, ``rank``, ``_unpack`` (read a
+    decomposition for :meth:`from_factors`), ``reconstruct_weight``,
+    ``_forward_factorized`` and the class method ``cost``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    rank
+        The layer's rank, written as its format writes it
+        (:mod:`tuckerlab.formats`); checked against the shape.
+    stride, padding, dilation, groups, bias, padding_mode
+        As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
+    execution : {"factorized", "reconstructed"}
+    device, dtype
+        Where the (randomly initialised) factors are created.
     """
+
+    #: Name of the format (:mod:`tuckerlab.formats`) that decomposes weights for this layer.
+    format_name: ClassVar[str] = ""
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
         kernel_size,
+        rank,
         stride=1,
         padding=0,
         dilation=1,
@@ -196,6 +218,81 @@ class FactorizedConv2d(FactorizedModule):
             self.bias = nn.Parameter(torch.empty(self.out_channels, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
+        self._build(rank, dict(device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def _build(self, rank, factory: dict) -> None:  # pragma: no cover - abstract
+        """Create the factor parameters for ``rank`` (``factory`` holds ``device`` and ``dtype``)."""
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ----------------------------------------------------------- construction
+    @classmethod
+    def _unpack(cls, decomposition) -> tuple[int, int, tuple[int, int], object, dict]:  # pragma: no cover
+        """``(in_channels, out_channels, kernel_size, rank, {parameter name: tensor})`` of a decomposition."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_factors(
+        cls,
+        decomposition,
+        *,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias: torch.Tensor | None = None,
+        padding_mode: str = "zeros",
+        execution: str = "factorized",
+    ):
+        """Build the layer from factors: the decomposition of a weight in the layer's format.
+
+        Parameters
+        ----------
+        decomposition
+            What the layer's format decomposes a weight into
+            (:meth:`tuckerlab.formats.Format.decompose`), or the factors
+            themselves (see the class's ``_unpack``).
+        stride, padding, dilation, padding_mode
+            Hyper-parameters of the convolution, as in :class:`torch.nn.Conv2d`.
+        bias : tensor of shape ``(T,)`` or None
+        execution : {"factorized", "reconstructed"}
+
+        Returns
+        -------
+        FactorizedConv2d
+            Of the class it is called on.
+        """
+        in_channels, out_channels, kernel_size, rank, tensors = cls._unpack(decomposition)
+        ref = next(iter(tensors.values()))
+        layer = cls(
+            in_channels, out_channels, kernel_size, rank, stride=stride, padding=padding, dilation=dilation,
+            bias=bias is not None, padding_mode=padding_mode, execution=execution, device=ref.device,
+            dtype=ref.dtype,
+        )
+        with torch.no_grad():
+            for name, value in tensors.items():
+                layer.get_parameter(name).copy_(value)
+        layer._copy_bias(bias)
+        return layer
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, rank, execution: str = "factorized", **decompose_kwargs):
+        """Compress a trained ``nn.Conv2d``: its weight decomposed in the layer's format at ``rank``.
+
+        Parameters
+        ----------
+        conv : torch.nn.Conv2d
+            With ``groups=1``.
+        rank
+            As the format writes it; checked against the weight's shape.
+        execution : {"factorized", "reconstructed"}
+        **decompose_kwargs
+            Options of the format's decomposition (e.g. ``method``,
+            ``n_iter_max`` for Tucker; ``n_iter_max``, ``random_state`` for CP).
+        """
+        return cls._from_conv_via_format(conv, rank, execution, decompose_kwargs)
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -213,6 +310,17 @@ class FactorizedConv2d(FactorizedModule):
         if conv.padding_mode not in PADDING_MODES:  # pragma: no cover - torch accepts only these
             raise ValueError(f"padding_mode {conv.padding_mode!r} is not supported; accepted: {PADDING_MODES}.")
 
+    @classmethod
+    def _from_conv_via_format(cls, conv: nn.Module, rank, execution: str, options: dict):
+        """``from_conv``: the layer's format checks the rank and decomposes the weight, then the layer is built."""
+        cls._check_conv(conv, cls.__name__)
+        from tuckerlab.formats import get_format
+
+        fmt = get_format(cls.format_name)
+        rank = fmt.validate_rank(conv.weight.shape, rank)
+        dec = fmt.decompose(conv.weight.detach(), rank, **fmt.check_options(options, shape=conv.weight.shape))
+        return fmt.layer_from_factors(conv, dec, execution)
+
     @staticmethod
     def _conv_kwargs(conv: nn.Conv2d, execution: str) -> dict:
         return dict(
@@ -223,6 +331,17 @@ class FactorizedConv2d(FactorizedModule):
             padding_mode=conv.padding_mode,
             execution=execution,
         )
+
+    def _factor(self, name: str, channels: int, rank: int, kw_: dict) -> None:
+        """A ``(channels, rank)`` channel factor, or None when ``rank == channels``.
+
+        A square factor adds nothing the neighbouring core cannot hold, so it
+        is folded there and not stored: no parameters, no 1x1 stage.
+        """
+        if rank < channels:
+            setattr(self, name, nn.Parameter(torch.empty(channels, rank, **kw_)))
+        else:
+            self.register_parameter(name, None)
 
     def _reset_bias(self, fan_in: int) -> None:
         if self.bias is not None:
@@ -300,6 +419,44 @@ class FactorizedConv2d(FactorizedModule):
             if self.bias is not None:
                 conv.bias.copy_(self.bias.detach())
         return conv
+
+    @classmethod
+    def cost(cls, weight_shape, rank, output_hw, input_hw=None, *, stride=1, bias: bool = False) -> tuple[int, int]:
+        """Parameters and MACs (per image) of the layer, without building it.
+
+        MACs are those of ``"factorized"`` execution; ``"reconstructed"``
+        execution costs the dense convolution plus rebuilding the weight.
+
+        Parameters
+        ----------
+        weight_shape : sequence of int
+            ``(T, S, Kh, Kw)`` of the dense layer.
+        rank
+            As the layer takes it.
+        output_hw : (int, int)
+            Spatial size of the layer's output.
+        input_hw : (int, int), optional
+            Spatial size of its input (the first stage runs there); by
+            default ``output_hw`` times ``stride``.
+        stride : int or (int, int), default 1
+            Used only to infer ``input_hw``.
+        bias : bool, default False
+            Count the ``T`` bias parameters.
+
+        Returns
+        -------
+        (params, macs) : tuple of int
+            The formulas are in each layer's ``_cost``.
+        """
+        t, s, kh, kw = (int(d) for d in weight_shape)
+        out, inp = cls._hw(output_hw, input_hw, stride)
+        params, macs = cls._cost((t, s, kh, kw), rank, out, inp)
+        return params + (t if bias else 0), macs
+
+    @classmethod
+    def _cost(cls, shape, rank, output_hw, input_hw) -> tuple[int, int]:  # pragma: no cover - abstract
+        """``(params without bias, MACs)`` for ``shape = (T, S, Kh, Kw)`` and the spatial sizes."""
+        raise NotImplementedError
 
     @staticmethod
     def _hw(output_hw, input_hw, stride) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -9,7 +9,12 @@ from torch import nn
 from ._base import FactorizedConv2d
 
 
-def _cp_rank(rank) -> int:
+def _cp_rank(rank, shape=None) -> int:
+    """The CP rank, an int; checked against the weight ``shape`` when given."""
+    if shape is not None:
+        from tuckerlab.decompose._validation import validate_cp_rank
+
+        return validate_cp_rank(rank, tuple(int(n) for n in shape))
     if isinstance(rank, int) and not isinstance(rank, bool):
         return rank
     raise ValueError(f"CPConv2d rank must be an int, got {rank!r}.")
@@ -32,14 +37,11 @@ class CPConv2d(FactorizedConv2d):
 
     Parameters
     ----------
-    in_channels, out_channels : int
-    kernel_size : int or (int, int)
     rank : int
-        The CP rank ``R``.
-    stride, padding, dilation, groups, bias, padding_mode
-        As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
-    execution : {"factorized", "reconstructed"}
-    device, dtype
+        The CP rank ``R``, in ``[1, T S Kh Kw / max(T, S, Kh, Kw)]``.
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As in :class:`torch.nn.Conv2d` (``groups=1`` only); ``execution``, ``device`` and ``dtype`` as in
+        :class:`~tuckerlab.layers.FactorizedConv2d`.
 
     Attributes
     ----------
@@ -64,34 +66,15 @@ class CPConv2d(FactorizedConv2d):
        CP-decomposition", ICLR 2015.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        rank: int,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, execution,
-            device, dtype,
-        )
-        r = _cp_rank(rank)
+    format_name = "cp"
+
+    def _build(self, rank, factory: dict) -> None:
         kh, kw = self.kernel_size
-        kw_ = dict(device=device, dtype=dtype)
-        self.factor_out = nn.Parameter(torch.empty(self.out_channels, r, **kw_))
-        self.factor_in = nn.Parameter(torch.empty(self.in_channels, r, **kw_))
-        self.factor_h = nn.Parameter(torch.empty(kh, r, **kw_))
-        self.factor_w = nn.Parameter(torch.empty(kw, r, **kw_))
-        self.reset_parameters()
+        r = _cp_rank(rank, (self.out_channels, self.in_channels, kh, kw))
+        self.factor_out = nn.Parameter(torch.empty(self.out_channels, r, **factory))
+        self.factor_in = nn.Parameter(torch.empty(self.in_channels, r, **factory))
+        self.factor_h = nn.Parameter(torch.empty(kh, r, **factory))
+        self.factor_w = nn.Parameter(torch.empty(kw, r, **factory))
 
     def reset_parameters(self) -> None:
         """Random factors whose rebuilt weight has the variance of ``nn.Conv2d``'s default."""
@@ -108,32 +91,10 @@ class CPConv2d(FactorizedConv2d):
         return int(self.factor_out.shape[1])
 
     @classmethod
-    def from_factors(
-        cls,
-        decomposition,
-        *,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias: torch.Tensor | None = None,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-    ) -> "CPConv2d":
-        """Build the layer from a CP decomposition of a ``(T, S, Kh, Kw)`` weight.
-
-        Parameters
-        ----------
-        decomposition : CPTensor or (weights, factors)
-            A :class:`tuckerlab.decompose.CPTensor`, or its ``weights``
-            (``(R,)`` or None) and the four factors ``(T, R)``, ``(S, R)``,
-            ``(Kh, R)``, ``(Kw, R)``.
-        stride, padding, dilation, padding_mode, bias, execution
-            As in :meth:`TuckerConv2d.from_factors`.
-
-        Returns
-        -------
-        CPConv2d
-        """
+    def _unpack(cls, decomposition):
+        """A :class:`~tuckerlab.decompose.CPTensor` of a ``(T, S, Kh, Kw)`` weight, or its ``weights`` (``(R,)``
+        or None) and the four factors ``(T, R)``, ``(S, R)``, ``(Kh, R)``, ``(Kw, R)``; the weights are folded
+        into ``A_out``."""
         if hasattr(decomposition, "factors"):
             weights, factors = decomposition.weights, list(decomposition.factors)
         else:
@@ -144,43 +105,8 @@ class CPConv2d(FactorizedConv2d):
         a_out, a_in, a_h, a_w = factors
         if weights is not None:
             a_out = a_out * weights
-        layer = cls(
-            a_in.shape[0], a_out.shape[0], (a_h.shape[0], a_w.shape[0]), a_out.shape[1],
-            stride=stride, padding=padding, dilation=dilation, bias=bias is not None,
-            padding_mode=padding_mode, execution=execution, device=a_out.device, dtype=a_out.dtype,
-        )
-        with torch.no_grad():
-            layer.factor_out.copy_(a_out)
-            layer.factor_in.copy_(a_in)
-            layer.factor_h.copy_(a_h)
-            layer.factor_w.copy_(a_w)
-        layer._copy_bias(bias)
-        return layer
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, rank: int, execution: str = "factorized", **decompose_kwargs) -> "CPConv2d":
-        """Compress a trained ``nn.Conv2d`` by a CP decomposition of its weight.
-
-        Parameters
-        ----------
-        conv : torch.nn.Conv2d
-            With ``groups=1``.
-        rank : int
-            The CP rank, checked by :func:`tuckerlab.decompose.cp`.
-        execution : {"factorized", "reconstructed"}
-        **decompose_kwargs
-            Passed to :func:`tuckerlab.decompose.cp` (e.g. ``n_iter_max``,
-            ``tol``, ``random_state``).
-
-        Returns
-        -------
-        CPConv2d
-        """
-        cls._check_conv(conv, cls.__name__)
-        from tuckerlab.decompose import cp
-
-        dec = cp(conv.weight.detach(), rank, **decompose_kwargs)
-        return cls.from_factors(dec, **cls._conv_kwargs(conv, execution))
+        return (a_in.shape[0], a_out.shape[0], (a_h.shape[0], a_w.shape[0]), a_out.shape[1],
+                {"factor_out": a_out, "factor_in": a_in, "factor_h": a_h, "factor_w": a_w})
 
     def reconstruct_weight(self) -> torch.Tensor:
         return torch.einsum("tr,sr,hr,wr->tshw", self.factor_out, self.factor_in, self.factor_h, self.factor_w)
@@ -193,34 +119,11 @@ class CPConv2d(FactorizedConv2d):
         return F.conv2d(x, self.factor_out[:, :, None, None], self.bias)
 
     @classmethod
-    def cost(
-        cls, weight_shape, rank, output_hw, input_hw=None, *, stride=1, bias: bool = False
-    ) -> tuple[int, int]:
-        """Parameters and MACs (per image) of a CP layer, without building it.
-
-        MACs are those of ``"factorized"`` execution; ``"reconstructed"``
-        execution costs the dense convolution plus rebuilding the weight.
-
-        Parameters
-        ----------
-        weight_shape : sequence of int
-            ``(T, S, Kh, Kw)`` of the dense layer.
-        rank : int
-        output_hw, input_hw, stride, bias
-            As in :meth:`TuckerConv2d.cost`.
-
-        Returns
-        -------
-        (params, macs) : tuple of int
-            ``params = R (S + Kh + Kw + T) (+ T)``;
-            ``macs = Hi Wi S R + Ho Wi R Kh + Ho Wo R (Kw + T)``.
-        """
-        t, s, kh, kw = (int(d) for d in weight_shape)
-        r = _cp_rank(rank)
-        (ho, wo), (hi, wi) = cls._hw(output_hw, input_hw, stride)
-        params = r * (s + kh + kw + t) + (t if bias else 0)
-        macs = hi * wi * s * r + ho * wi * r * kh + ho * wo * r * (kw + t)
-        return params, macs
-
+    def _cost(cls, shape, rank, output_hw, input_hw) -> tuple[int, int]:
+        """``params = R (S + Kh + Kw + T)``; ``macs = Hi Wi S R + Ho Wi R Kh + Ho Wo R (Kw + T)``."""
+        t, s, kh, kw = shape
+        r = _cp_rank(rank, shape)
+        (ho, wo), (hi, wi) = output_hw, input_hw
+        return r * (s + kh + kw + t), hi * wi * s * r + ho * wi * r * kh + ho * wo * r * (kw + t)
 
 __all__ = ["CPConv2d"]

@@ -41,6 +41,9 @@ class LowRankLinear(FactorizedModule):
        neural networks", NeurIPS 2015 (low-rank baselines for FC layers).
     """
 
+    #: Name of the format (:mod:`tuckerlab.formats`) that decomposes weights for this layer.
+    format_name = "lowrank"
+
     def __init__(
         self,
         in_features: int,
@@ -134,13 +137,11 @@ class LowRankLinear(FactorizedModule):
                 f"LowRankLinear.from_linear expects a torch.nn.Linear, got {type(linear).__name__}; "
                 "use TuckerConv2d/TTConv2d/TTTuckerConv2d/CPConv2d.from_conv for nn.Conv2d layers."
             )
+        from tuckerlab.formats import get_format
+
+        fmt = get_format(cls.format_name)
         cls._check_rank(rank, linear.out_features, linear.in_features)
-        w = linear.weight.detach()
-        u, s, vh = torch.linalg.svd(w, full_matrices=False)
-        root = s[:rank].sqrt()
-        return cls.from_factors(
-            (u[:, :rank] * root, vh[:rank].t() * root), bias=linear.bias, execution=execution
-        )
+        return fmt.layer_from_factors(linear, fmt.decompose(linear.weight.detach(), rank), execution)
 
     def reconstruct_weight(self) -> torch.Tensor:
         """The dense ``(out_features, in_features)`` weight (differentiable)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -12,23 +11,28 @@ from torch import nn
 from ._base import FactorizedConv2d
 
 
-def _tt_rank(rank, shape: Sequence[int], owner: str = "TTConv2d") -> tuple[int, int, int]:
-    """``(r1, r2, r3)`` from an inner triple, a full ``(1, r1, r2, r3, 1)`` or an int.
+def to_tt_layout(weight: torch.Tensor) -> torch.Tensor:
+    """A conv weight ``(T, S, Kh, Kw)`` in the ``(S, Kh, Kw, T)`` layout its tensor train runs in."""
+    return weight.permute(1, 2, 3, 0)
 
-    An int is a cap, as in :func:`tuckerlab.decompose.tensor_train`: bond ``k``
-    of a ``(n1, n2, n3, n4)`` tensor gets ``min(cap, n1..nk, n(k+1)..n4)``.
+
+def from_tt_layout(tensor: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_tt_layout`: ``(S, Kh, Kw, T)`` back to ``(T, S, Kh, Kw)``."""
+    return tensor.permute(3, 0, 1, 2)
+
+
+def _tt_rank(rank, shape: Sequence[int], owner: str = "TTConv2d", name: str = "rank") -> tuple[int, int, int]:
+    """``(r1, r2, r3)`` of a tensor of ``shape``, from an inner triple, ``(1, r1, r2, r3, 1)`` or an int cap.
+
+    Checked as :func:`tuckerlab.decompose.tensor_train` checks it: every
+    rank at least 1 and reachable (an int cap gives bond ``k`` ``min(cap,
+    n1..nk, n(k+1)..n4)``).
     """
-    if isinstance(rank, int) and not isinstance(rank, bool):
-        return tuple(
-            min(rank, math.prod(shape[:k]), math.prod(shape[k:])) for k in (1, 2, 3)
-        )
-    if isinstance(rank, Sequence):
-        rank = tuple(int(r) for r in rank)
-        if len(rank) == 5 and rank[0] == rank[-1] == 1:
-            rank = rank[1:-1]
-        if len(rank) == 3:
-            return rank
-    raise ValueError(f"{owner} TT rank must be (r1, r2, r3), (1, r1, r2, r3, 1) or an int, got {rank!r}.")
+    from tuckerlab.decompose._validation import validate_tt_rank
+
+    if not isinstance(rank, (int, Sequence)) or isinstance(rank, (bool, str)):
+        raise ValueError(f"{owner} TT rank must be (r1, r2, r3), (1, r1, r2, r3, 1) or an int, got {rank!r}.")
+    return validate_tt_rank(rank, tuple(int(n) for n in shape), name=name)[1:-1]
 
 
 def _tt_cores_from(decomposition) -> list[torch.Tensor]:
@@ -88,15 +92,13 @@ class TTConv2d(FactorizedConv2d):
 
     Parameters
     ----------
-    in_channels, out_channels : int
-    kernel_size : int or (int, int)
     rank : (int, int, int) or int
         Inner TT ranks ``(r1, r2, r3)`` (``(1, r1, r2, r3, 1)`` is accepted
-        too); an int uses the same rank three times.
-    stride, padding, dilation, groups, bias, padding_mode
-        As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
-    execution : {"factorized", "reconstructed"}
-    device, dtype
+        too); an int is a cap: bond ``k`` gets ``min(cap, its largest
+        rank)``. Each rank must be reachable (see Notes).
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As in :class:`torch.nn.Conv2d` (``groups=1`` only); ``execution``, ``device`` and ``dtype`` as in
+        :class:`~tuckerlab.layers.FactorizedConv2d`.
 
     Attributes
     ----------
@@ -122,34 +124,12 @@ class TTConv2d(FactorizedConv2d):
        Comput. 33(5), 2011.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        rank,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, execution,
-            device, dtype,
-        )
+    format_name = "tt"
+
+    def _build(self, rank, factory: dict) -> None:
         kh, kw = self.kernel_size
-        self.cores = _tt_cores_params(
-            (self.in_channels, kh, kw, self.out_channels),
-            _tt_rank(rank, (self.in_channels, kh, kw, self.out_channels)),
-            device,
-            dtype,
-        )
-        self.reset_parameters()
+        dims = (self.in_channels, kh, kw, self.out_channels)
+        self.cores = _tt_cores_params(dims, _tt_rank(rank, dims), factory["device"], factory["dtype"])
 
     def reset_parameters(self) -> None:
         """Random cores whose rebuilt weight has the variance of ``nn.Conv2d``'s default."""
@@ -165,43 +145,13 @@ class TTConv2d(FactorizedConv2d):
         return tuple(int(c.shape[-1]) for c in self.cores[:3])
 
     @classmethod
-    def from_factors(
-        cls,
-        decomposition,
-        *,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias: torch.Tensor | None = None,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-    ) -> "TTConv2d":
-        """Build the layer from a TT decomposition of the ``(S, Kh, Kw, T)``-permuted weight.
-
-        Parameters
-        ----------
-        decomposition : TTTensor or sequence of 4 tensors
-            A :class:`tuckerlab.decompose.TTTensor` or its four cores
-            ``(1, S, r1)``, ``(r1, Kh, r2)``, ``(r2, Kw, r3)``, ``(r3, T, 1)``.
-        stride, padding, dilation, padding_mode, bias, execution
-            As in :meth:`TuckerConv2d.from_factors`.
-
-        Returns
-        -------
-        TTConv2d
-        """
+    def _unpack(cls, decomposition):
+        """A :class:`~tuckerlab.decompose.TTTensor` of the ``(S, Kh, Kw, T)``-permuted weight, or its four
+        cores ``(1, S, r1)``, ``(r1, Kh, r2)``, ``(r2, Kw, r3)``, ``(r3, T, 1)``."""
         cores = _tt_cores_from(decomposition)
         s, kh, kw, t = (c.shape[1] for c in cores)
-        layer = cls(
-            s, t, (kh, kw), tuple(c.shape[-1] for c in cores[:3]),
-            stride=stride, padding=padding, dilation=dilation, bias=bias is not None,
-            padding_mode=padding_mode, execution=execution, device=cores[0].device, dtype=cores[0].dtype,
-        )
-        with torch.no_grad():
-            for p, c in zip(layer.cores, cores):
-                p.copy_(c)
-        layer._copy_bias(bias)
-        return layer
+        rank = tuple(c.shape[-1] for c in cores[:3])
+        return s, t, (kh, kw), rank, {f"cores.{k}": c for k, c in enumerate(cores)}
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, rank=None, execution: str = "factorized", **decompose_kwargs) -> "TTConv2d":
@@ -223,48 +173,29 @@ class TTConv2d(FactorizedConv2d):
         -------
         TTConv2d
         """
-        cls._check_conv(conv, cls.__name__)
-        from tuckerlab.decompose import tensor_train
+        if rank is None:  # ranks chosen by TT-SVD itself from a tolerance
+            cls._check_conv(conv, cls.__name__)
+            from tuckerlab.decompose import tensor_train
 
-        dec = tensor_train(conv.weight.detach().permute(1, 2, 3, 0), rank, **decompose_kwargs)
-        return cls.from_factors(dec, **cls._conv_kwargs(conv, execution))
+            dec = tensor_train(to_tt_layout(conv.weight.detach()), None, **decompose_kwargs)
+            return cls.from_factors(dec, **cls._conv_kwargs(conv, execution))
+        return cls._from_conv_via_format(conv, rank, execution, decompose_kwargs)
 
     def reconstruct_weight(self) -> torch.Tensor:
-        return _tt_to_tensor(self.cores).permute(3, 0, 1, 2)
+        return from_tt_layout(_tt_to_tensor(self.cores))
 
     def _forward_factorized(self, x: torch.Tensor) -> torch.Tensor:
         return _tt_chain(self, x, self.cores, self.bias)
 
     @classmethod
-    def cost(
-        cls, weight_shape, rank, output_hw, input_hw=None, *, stride=1, bias: bool = False
-    ) -> tuple[int, int]:
-        """Parameters and MACs (per image) of a TT layer, without building it.
+    def _cost(cls, shape, rank, output_hw, input_hw) -> tuple[int, int]:
+        """``params = S r1 + r1 Kh r2 + r2 Kw r3 + r3 T``;
+        ``macs = Hi Wi S r1 + Ho Wi r1 r2 Kh + Ho Wo (r2 r3 Kw + r3 T)``.
 
-        MACs are those of ``"factorized"`` execution; ``"reconstructed"``
-        execution costs the dense convolution plus rebuilding the weight.
-
-        Parameters
-        ----------
-        weight_shape : sequence of int
-            ``(T, S, Kh, Kw)`` of the dense layer.
-        rank : (int, int, int) or int
-            Inner TT ranks.
-        output_hw, input_hw, stride, bias
-            As in :meth:`TuckerConv2d.cost`.
-
-        Returns
-        -------
-        (params, macs) : tuple of int
-            ``params = S r1 + r1 Kh r2 + r2 Kw r3 + r3 T (+ T)``;
-            ``macs = Hi Wi S r1 + Ho Wi r1 r2 Kh + Ho Wo (r2 r3 Kw + r3 T)``
-            (the ``Kh x 1`` stage keeps the input width).
+        The ``Kh x 1`` stage keeps the input width.
         """
-        t, s, kh, kw = (int(d) for d in weight_shape)
+        t, s, kh, kw = shape
         r = _tt_rank(rank, (s, kh, kw, t))
-        out, inp = cls._hw(output_hw, input_hw, stride)
-        params = _tt_chain_params(s, kh, kw, t, r) + (t if bias else 0)
-        return params, _tt_chain_macs(s, kh, kw, t, r, out, inp)
+        return _tt_chain_params(s, kh, kw, t, r), _tt_chain_macs(s, kh, kw, t, r, output_hw, input_hw)
 
-
-__all__ = ["TTConv2d"]
+__all__ = ["TTConv2d", "to_tt_layout", "from_tt_layout"]

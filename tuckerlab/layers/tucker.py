@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -11,7 +12,12 @@ from torch import nn
 from ._base import FactorizedConv2d
 
 
-def _tucker_rank(rank) -> tuple[int, int]:
+def _tucker_rank(rank, shape=None, name: str = "rank") -> tuple[int, int]:
+    """``(r_out, r_in)`` from a pair or an int; checked against ``shape = (T, S, ...)`` when given."""
+    if shape is not None:
+        from tuckerlab.decompose._validation import validate_tucker_rank
+
+        return validate_tucker_rank(rank, tuple(shape), (0, 1), name=name)
     if isinstance(rank, int) and not isinstance(rank, bool):
         return (rank, rank)
     if isinstance(rank, Sequence) and len(rank) == 2:
@@ -33,31 +39,32 @@ class TuckerConv2d(FactorizedConv2d):
     layer runs as three convolutions; the stride, padding and dilation of the
     original layer go on the middle one.
 
+    A factor whose rank equals its channel count (``r_out = T`` or ``r_in =
+    S``) is a square matrix that adds nothing a core cannot hold: it is
+    folded into the core and not stored (the attribute is None and its 1x1
+    stage does not run), so a full-rank mode costs no parameters or MACs.
+
     Parameters
     ----------
-    in_channels, out_channels : int
-        ``S`` and ``T``.
-    kernel_size : int or (int, int)
     rank : (int, int) or int
-        ``(r_out, r_in)``; an int uses the same rank for both.
-    stride, padding, dilation, groups, bias, padding_mode
-        As in :class:`torch.nn.Conv2d`; only ``groups=1`` is accepted.
-    execution : {"factorized", "reconstructed"}
-    device, dtype
-        Where the (randomly initialised) factors are created.
+        ``(r_out, r_in)``, each in ``[1, T]`` and ``[1, S]``; an int uses the
+        same rank for both.
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As in :class:`torch.nn.Conv2d` (``groups=1`` only); ``execution``, ``device`` and ``dtype`` as in
+        :class:`~tuckerlab.layers.FactorizedConv2d`.
 
     Attributes
     ----------
     core : nn.Parameter, shape ``(r_out, r_in, Kh, Kw)``
-    factor_out : nn.Parameter, shape ``(T, r_out)``
-    factor_in : nn.Parameter, shape ``(S, r_in)``
+    factor_out : nn.Parameter, shape ``(T, r_out)``, or None when ``r_out = T``
+    factor_in : nn.Parameter, shape ``(S, r_in)``, or None when ``r_in = S``
     bias : nn.Parameter or None
 
     Notes
     -----
-    Parameters: ``S r_in + r_in r_out Kh Kw + r_out T`` (+ ``T`` bias), against
-    ``T S Kh Kw`` for the dense layer. On a 1x1 convolution the layer is a
-    product of three matrices.
+    Parameters: ``S r_in + r_in r_out Kh Kw + r_out T`` (+ ``T`` bias; a
+    folded factor's term is 0), against ``T S Kh Kw`` for the dense layer. On
+    a 1x1 convolution the layer is a product of three matrices.
 
     References
     ----------
@@ -75,40 +82,22 @@ class TuckerConv2d(FactorizedConv2d):
     (8, 4)
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        rank,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, execution,
-            device, dtype,
-        )
-        r_out, r_in = _tucker_rank(rank)
+    format_name = "tucker2"
+
+    def _build(self, rank, factory: dict) -> None:
         kh, kw = self.kernel_size
-        kw_ = dict(device=device, dtype=dtype)
-        self.core = nn.Parameter(torch.empty(r_out, r_in, kh, kw, **kw_))
-        self.factor_out = nn.Parameter(torch.empty(self.out_channels, r_out, **kw_))
-        self.factor_in = nn.Parameter(torch.empty(self.in_channels, r_in, **kw_))
-        self.reset_parameters()
+        r_out, r_in = _tucker_rank(rank, (self.out_channels, self.in_channels))
+        self.core = nn.Parameter(torch.empty(r_out, r_in, kh, kw, **factory))
+        self._factor("factor_out", self.out_channels, r_out, factory)
+        self._factor("factor_in", self.in_channels, r_in, factory)
 
     def reset_parameters(self) -> None:
         """Random factors whose rebuilt weight has the variance of ``nn.Conv2d``'s default."""
         kh, kw = self.kernel_size
         fan_in = self.in_channels * kh * kw
-        r_out, r_in = self.rank
-        self._init_chain((self.core, self.factor_out, self.factor_in), r_out * r_in, 1.0 / (3 * fan_in))
+        factors = [f for f in (self.factor_out, self.factor_in) if f is not None]
+        contracted = math.prod(f.shape[1] for f in factors)
+        self._init_chain((self.core, *factors), contracted, 1.0 / (3 * fan_in))
         self._reset_bias(fan_in)
 
     @property
@@ -118,35 +107,9 @@ class TuckerConv2d(FactorizedConv2d):
 
     # ---------------------------------------------------------- construction
     @classmethod
-    def from_factors(
-        cls,
-        decomposition,
-        *,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias: torch.Tensor | None = None,
-        padding_mode: str = "zeros",
-        execution: str = "factorized",
-    ) -> "TuckerConv2d":
-        """Build the layer from a Tucker-2 decomposition of a ``(T, S, Kh, Kw)`` weight.
-
-        Parameters
-        ----------
-        decomposition : TuckerTensor or (core, (U_out, U_in))
-            A :class:`tuckerlab.decompose.TuckerTensor` of the weight with
-            factors on modes 0 and 1 (``None`` on the spatial modes), or the
-            core ``(r_out, r_in, Kh, Kw)`` and the two factors ``(T, r_out)``,
-            ``(S, r_in)``.
-        stride, padding, dilation, padding_mode
-            Hyper-parameters of the convolution, as in :class:`torch.nn.Conv2d`.
-        bias : tensor of shape ``(T,)`` or None
-        execution : {"factorized", "reconstructed"}
-
-        Returns
-        -------
-        TuckerConv2d
-        """
+    def _unpack(cls, decomposition):
+        """A :class:`~tuckerlab.decompose.TuckerTensor` of modes ``(0, 1)`` of a ``(T, S, Kh, Kw)`` weight,
+        or ``(core, (U_out, U_in))``; square factors are folded into the core."""
         if hasattr(decomposition, "core"):
             core, factors = decomposition.core, list(decomposition.factors)
             if len(factors) != 4 or any(f is not None for f in factors[2:]):
@@ -156,100 +119,69 @@ class TuckerConv2d(FactorizedConv2d):
             core, (u_out, u_in) = decomposition
         if core.ndim != 4:
             raise ValueError(f"Tucker-2 core must be 4-D (r_out, r_in, Kh, Kw), got shape {tuple(core.shape)}.")
+        core, u_out, u_in = _fold_square_factors(core, u_out, u_in)
         r_out, r_in, kh, kw = core.shape
-        layer = cls(
-            u_in.shape[0],
-            u_out.shape[0],
-            (kh, kw),
-            (r_out, r_in),
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            bias=bias is not None,
-            padding_mode=padding_mode,
-            execution=execution,
-            device=core.device,
-            dtype=core.dtype,
-        )
-        with torch.no_grad():
-            layer.core.copy_(core)
-            layer.factor_out.copy_(u_out)
-            layer.factor_in.copy_(u_in)
-        layer._copy_bias(bias)
-        return layer
+        tensors = {"core": core, "factor_out": u_out, "factor_in": u_in}
+        return (u_in.shape[0] if u_in is not None else r_in, u_out.shape[0] if u_out is not None else r_out,
+                (kh, kw), (r_out, r_in), {k: v for k, v in tensors.items() if v is not None})
 
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, rank, execution: str = "factorized", **decompose_kwargs) -> "TuckerConv2d":
-        """Compress a trained ``nn.Conv2d`` by a Tucker-2 decomposition of its weight.
+    @staticmethod
+    def fold_full_rank_factors(state: dict, prefix: str) -> None:
+        """Fold square factors saved by an older layout into the core, in a state dict (in place).
 
-        Parameters
-        ----------
-        conv : torch.nn.Conv2d
-            With ``groups=1``.
-        rank : (int, int) or int
-            ``(r_out, r_in)``; checked by :func:`tuckerlab.decompose.tucker`.
-        execution : {"factorized", "reconstructed"}
-        **decompose_kwargs
-            Passed to :func:`tuckerlab.decompose.tucker` (``method``,
-            ``n_iter_max``, ``tol``, ``random_state``).
-
-        Returns
-        -------
-        TuckerConv2d
+        Files written before square factors were folded store ``factor_out``
+        of shape ``(T, T)`` (``factor_in`` ``(S, S)``) at full rank; the
+        layer now keeps them in the core.
         """
-        cls._check_conv(conv, cls.__name__)
-        from tuckerlab.decompose import tucker
-
-        dec = tucker(conv.weight.detach(), rank, modes=(0, 1), **decompose_kwargs)
-        return cls.from_factors(dec, **cls._conv_kwargs(conv, execution))
+        core = state.get(prefix + "core")
+        if core is None:
+            return
+        u_out, u_in = state.get(prefix + "factor_out"), state.get(prefix + "factor_in")
+        core, u_out2, u_in2 = _fold_square_factors(core, u_out, u_in)
+        state[prefix + "core"] = core
+        for key, old, new in (("factor_out", u_out, u_out2), ("factor_in", u_in, u_in2)):
+            if old is not None and new is None:
+                del state[prefix + key]
 
     # --------------------------------------------------------------- compute
     def reconstruct_weight(self) -> torch.Tensor:
-        return torch.einsum("abhw,ta,sb->tshw", self.core, self.factor_out, self.factor_in)
+        w = self.core
+        if self.factor_out is not None:
+            w = torch.einsum("abhw,ta->tbhw", w, self.factor_out)
+        if self.factor_in is not None:
+            w = torch.einsum("tbhw,sb->tshw", w, self.factor_in)
+        return w
 
     def _forward_factorized(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(x, self.factor_in.t()[:, :, None, None])
+        if self.factor_in is not None:
+            x = F.conv2d(x, self.factor_in.t()[:, :, None, None])
         x = self._pad(x, True, True)
-        x = F.conv2d(x, self.core, None, self.stride, self._conv_pad, self.dilation)
-        return F.conv2d(x, self.factor_out[:, :, None, None], self.bias)
+        last = self.factor_out is None
+        x = F.conv2d(x, self.core, self.bias if last else None, self.stride, self._conv_pad, self.dilation)
+        return x if last else F.conv2d(x, self.factor_out[:, :, None, None], self.bias)
 
     @classmethod
-    def cost(
-        cls, weight_shape, rank, output_hw, input_hw=None, *, stride=1, bias: bool = False
-    ) -> tuple[int, int]:
-        """Parameters and MACs (per image) of a Tucker-2 layer, without building it.
+    def _cost(cls, shape, rank, output_hw, input_hw) -> tuple[int, int]:
+        """``params = S r_in + r_out r_in Kh Kw + T r_out``;
+        ``macs = Hi Wi S r_in + Ho Wo (r_in r_out Kh Kw + r_out T)``.
 
-        MACs are those of ``"factorized"`` execution; ``"reconstructed"``
-        execution costs the dense convolution plus rebuilding the weight.
-
-        Parameters
-        ----------
-        weight_shape : sequence of int
-            ``(T, S, Kh, Kw)`` of the dense layer.
-        rank : (int, int) or int
-            ``(r_out, r_in)``.
-        output_hw : (int, int)
-            Spatial size of the layer's output.
-        input_hw : (int, int), optional
-            Spatial size of its input (the first 1x1 convolution runs there);
-            by default ``output_hw`` times ``stride``.
-        stride : int or (int, int), default 1
-            Used only to infer ``input_hw``.
-        bias : bool, default False
-            Count the ``T`` bias parameters.
-
-        Returns
-        -------
-        (params, macs) : tuple of int
-            ``params = S r_in + r_out r_in Kh Kw + T r_out (+ T)``;
-            ``macs = Hi Wi S r_in + Ho Wo (r_in r_out Kh Kw + r_out T)``.
+        The term of a folded factor (``r_in = S`` or ``r_out = T``) is 0.
         """
-        t, s, kh, kw = (int(d) for d in weight_shape)
-        r_out, r_in = _tucker_rank(rank)
-        (ho, wo), (hi, wi) = cls._hw(output_hw, input_hw, stride)
-        params = s * r_in + r_out * r_in * kh * kw + t * r_out + (t if bias else 0)
-        macs = hi * wi * s * r_in + ho * wo * (r_in * r_out * kh * kw + r_out * t)
+        t, s, kh, kw = shape
+        r_out, r_in = _tucker_rank(rank, (t, s))
+        (ho, wo), (hi, wi) = output_hw, input_hw
+        f_in, f_out = (s * r_in if r_in < s else 0), (t * r_out if r_out < t else 0)
+        params = f_in + r_out * r_in * kh * kw + f_out
+        macs = hi * wi * f_in + ho * wo * (r_in * r_out * kh * kw + f_out)
         return params, macs
+
+def _fold_square_factors(core, u_out, u_in):
+    """``(core, u_out, u_in)`` with square factors multiplied into the core (and replaced by None)."""
+    if u_out is not None and u_out.shape[0] == u_out.shape[1] == core.shape[0]:
+        core, u_out = torch.einsum("abhw,ta->tbhw", core, u_out), None
+    if u_in is not None and u_in.shape[0] == u_in.shape[1] == core.shape[1]:
+        core, u_in = torch.einsum("abhw,sb->ashw", core, u_in), None
+    return core, u_out, u_in
 
 
 __all__ = ["TuckerConv2d"]

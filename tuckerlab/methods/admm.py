@@ -58,25 +58,27 @@ multipliers", Foundations and Trends in Machine Learning 3(1):1-122, 2011.
 """
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from tuckerlab.train import Callback
 
-from ._penalty import PenaltyCallback, PenaltyResult, SpecRanks, _check_positive_int, _metric, compress_with_penalty
+from ._base import LayerChoice, MethodResult, ProjectionCallback, _check_positive_int, _metric, run_method
 
-__all__ = ["ADMMCallback", "ADMMResult", "admm_compress", "authors_step"]
+__all__ = ["ADMMCallback", "ADMMResult", "admm_compress", "authors_step", "RECIPE"]
 
-#: Conv formats :func:`admm_compress` can build a compressed model with from a model-wide rank.
-RANK_FORMATS = ("tt", "tucker2", "tt_tucker", "cp")
+#: The authors' recipe (Yin et al., 2021, their repository): 200 ADMM epochs at lr 0.1 (x0.2 every 55 of 200
+#: epochs), rho = 1e-3, label smoothing 0.1, then 200 fine-tuning epochs at 0.005 (x0.4 every 55 of 200).
+RECIPE = dict(epochs=200, lr=0.1, rho=1e-3, label_smoothing=0.1, finetune_epochs=200, finetune_lr=0.005)
+
+#: The result of :func:`admm_compress` (one class for every method).
+ADMMResult = MethodResult
 
 #: Milestones of the authors' step schedules, as fractions of the run (every 55 of 200 epochs).
 _AUTHORS_MILESTONES = (55 / 200, 110 / 200, 165 / 200)
@@ -110,7 +112,7 @@ def _check_update_every(update_every):
     return int(update_every)
 
 
-class ADMMCallback(PenaltyCallback):
+class ADMMCallback(ProjectionCallback):
     r"""ADMM towards low-rank weights as a :class:`~tuckerlab.train.Callback` of :func:`~tuckerlab.train.fit`.
 
     Before the first epoch: ``Z = Pi(W)`` (the projection of every compressed
@@ -143,9 +145,17 @@ class ADMMCallback(PenaltyCallback):
         When ``rho`` changes, multiply ``U`` by ``rho_old / rho_new`` (Boyd
         et al., 2011, section 3.4.1: the unscaled dual ``rho U`` is kept).
         False (default): ``U`` is left as it is, as in the authors' code.
-    rank_selector : callable, optional
-        ``rank_selector(model, current) -> specs``, called once before the
-        first projection (``current`` is ``specs`` or None).
+    format : str or Format
+        Format of the convolutions when ``rank`` chooses the ranks.
+    rank : rank selector, str, dict, rule or rank, optional
+        Chooses the ranks before the first projection (unless ``specs``
+        gives them) and, with ``rank_update="shrink"``, proposes new ranks at
+        every update (:class:`~tuckerlab.methods._base.ProjectionCallback`).
+        ``rank_selector`` is an older name for it.
+    layers : LayerChoice, optional
+        Which layers the selector ranks.
+    rank_update : {"fixed", "shrink"}
+        See :class:`~tuckerlab.methods._base.ProjectionCallback`.
     projection_options : mapping, optional
         Decomposition options for every layer whose spec has none (see
         :class:`~tuckerlab.projection.Projector`), e.g. ``{"n_iter_max":
@@ -218,15 +228,21 @@ class ADMMCallback(PenaltyCallback):
         rho_max: float | None = None,
         update_every: str | int = "epoch",
         rescale_dual: bool = False,
-        rank_selector: Callable | None = None,
+        format="tt",
+        rank=None,
+        rank_selector=None,
+        layers: LayerChoice | None = None,
+        rank_update: str = "fixed",
         projection_options: Mapping | None = None,
         verbose: bool = False,
+        data=None,
     ):
         self.rho0, self.rho_growth, self.rho_max = _check_rho(rho, rho_growth, rho_max)
         self.update_every = _check_update_every(update_every)
         self.rescale_dual = bool(rescale_dual)
         super().__init__(
-            specs, rank_selector=rank_selector, projection_options=projection_options, verbose=verbose,
+            specs, format=format, rank=rank if rank is not None else rank_selector, layers=layers,
+            rank_update=rank_update, projection_options=projection_options, verbose=verbose, data=data,
             config={
                 "rho": self.rho0,
                 "rho_growth": self.rho_growth,
@@ -287,20 +303,21 @@ class ADMMCallback(PenaltyCallback):
     def _initial_projection(self, trainer, epoch: int) -> None:
         model = trainer.model
         t0 = time.perf_counter()
-        self._choose_ranks(model)
+        self._choose_ranks(trainer)
         z = self.projector.project(model)
         self._set_variables(z, {n: torch.zeros_like(t) for n, t in z.items()})
         self._record(trainer, epoch, 0.0, None, time.perf_counter() - t0)
 
     def _update(self, trainer, epoch: int) -> None:
         """``Z = Pi(W + U)``, ``U = U + W - Z``, then the next ``rho``."""
-        names = self.projector.names
         t0 = time.perf_counter()
+        self._update_ranks(trainer)
+        names = self.projector.names
         weights = self._weights(trainer.model)
         z_old = [self.Z[n] for n in names]
         u_old = [self.U[n] for n in names]
         with torch.no_grad():
-            z = self._project(dict(zip(names, torch._foreach_add(weights, u_old))))
+            z = self.projector.project_tensors(dict(zip(names, torch._foreach_add(weights, u_old))))
             z_new = [z[n] for n in names]
             u_new = torch._foreach_add(u_old, torch._foreach_sub(weights, z_new))
             rho = self.rho
@@ -360,54 +377,9 @@ class ADMMCallback(PenaltyCallback):
         z, u = state["Z"], state["U"]
         self._set_variables(None if z is None else dict(z), None if u is None else dict(u))
 
-
-# ---------------------------------------------------------------- results
-@dataclass
-class ADMMResult(PenaltyResult):
-    """What :func:`admm_compress` produced.
-
-    Attributes
-    ----------
-    model : torch.nn.Module
-        The compressed model (factorized layers built from the final dense
-        weights with the ADMM ranks), fine-tuned if asked.
-    dense_model : torch.nn.Module
-        The dense network at the end of the ADMM phase (its weights ``W``).
-    report : tuckerlab.surgery.CompressionReport
-        Ranks, parameters and MACs per layer and in total.
-    projector : Projector
-        The layers, formats and ranks.
-    history : History
-        Per-epoch record of the ADMM phase (with ``rho``, ``admm_updates``,
-        ``admm_primal``, ``admm_rel_primal``, ``admm_dual``).
-    log : list of dict
-        One record per update (see :class:`ADMMCallback`); ``"admm_log"``
-        in :meth:`to_dict`.
-    accuracy_reference : float or None
-        Test accuracy of the model passed in (None when training from
-        scratch).
-    accuracy_dense : float
-        Test accuracy of ``W`` at the end of the ADMM phase.
-    accuracy_compressed : float
-        Test accuracy of the compressed model, before fine-tuning.
-    accuracy_finetuned : float or None
-        After fine-tuning (None without).
-    finetune_history : History or None
-    seconds : float
-        Wall time of ADMM, compression and fine-tuning.
-    rank_selection : dict or None
-        The rank specification, when the ranks came from ``rank``.
-    """
-
-    _log_field: ClassVar[str] = "log"
-    _log_key: ClassVar[str] = "admm_log"
-    _label: ClassVar[str] = "ADMM dense"
-
-    log: list = field(default_factory=list)
-
-    def _summary_tail(self) -> str:
+    def summary_line(self) -> str:
         last = self.log[-1] if self.log else None
-        return (f"\nfinal ||W - Z|| = {last['primal']:.4g} ({100 * last['relative']:.2f}% of ||W||), "
+        return (f"final ||W - Z|| = {last['primal']:.4g} ({100 * last['relative']:.2f}% of ||W||), "
                 f"rho = {last['rho']:.4g}") if last else ""
 
 
@@ -446,6 +418,7 @@ def admm_compress(
     label_smoothing: float = 0.1,
     skip=None,
     include_linear: bool = False,
+    rank_update: str = "fixed",
     projection_options: Mapping | None = None,
     from_scratch: bool = False,
     finetune_epochs: int = 0,
@@ -478,15 +451,15 @@ def admm_compress(
         From :func:`tuckerlab.data.load_dataset`.
     specs : Projector or mapping, optional
         ``{layer name: (format, rank)}``. Exclusive with ``rank``.
-    rank : str, dict, rank rule or rank, optional
+    rank : rank selector, str, dict, rank rule or rank, optional
         The ranks of ``format`` for the layers that
         :func:`~tuckerlab.surgery.compress_model` would compress: a
-        :func:`tuckerlab.rank.spec.from_spec` string (``"params:0.33"`` for
-        about 3x fewer parameters, ``"macs:0.5"``, ``"evbmf"``,
-        ``"ratio:0.5"``, ``"4,4,4"``), a dict ``{layer: rank}``, a rank rule
-        or one rank for every layer. Read from ``model`` before training
-        (:meth:`~tuckerlab.projection.Projector.from_rank`). Exclusive with
-        ``specs``.
+        specification (``"params:0.33"`` for about 3x fewer parameters,
+        ``"macs:0.5"``, ``"evbmf"``, ``"ratio:0.5"``, ``"4,4,4"``, any
+        registered selector), a dict ``{layer: rank}``, a rank rule or one
+        rank for every layer (:func:`tuckerlab.rank.selectors.as_selector`).
+        Read from ``model`` (and ``data``, for selectors that look at it)
+        before training. Exclusive with ``specs``.
     format : {"tt", "tucker2", "tt_tucker", "cp"}
         Format of the convolutions with ``rank`` (``nn.Linear`` layers, with
         ``include_linear``, get ``"lowrank"``). Not used with ``specs``.
@@ -510,6 +483,9 @@ def admm_compress(
     skip, include_linear
         Layers left out, and also factorizing ``nn.Linear`` layers (low
         rank), with ``rank`` (as in :func:`~tuckerlab.surgery.compress_model`).
+    rank_update : {"fixed", "shrink"}
+        With ``"shrink"`` the ``rank`` selector proposes ranks at every
+        update and each rank may only shrink.
     projection_options : mapping, optional
         Decomposition options of every projection and of the compressed
         model (see :class:`ADMMCallback`).
@@ -546,7 +522,8 @@ def admm_compress(
 
     Returns
     -------
-    ADMMResult
+    MethodResult
+        With the updates' log as ``log`` (``"admm_log"`` in ``to_dict()``).
 
     Raises
     ------
@@ -583,15 +560,23 @@ def admm_compress(
     if specs is not None and rank is not None:
         raise ValueError("give specs ({layer: (format, rank)} or a Projector) or rank (a rank specification), not both")
     selector = None
+    layers = LayerChoice(skip, include_linear)
     if rank is not None:
-        if format not in RANK_FORMATS:
+        from tuckerlab.formats import format_names
+        from tuckerlab.projection import Projector
+        from tuckerlab.rank.selectors import as_selector
+
+        names = format_names("conv", with_layer=True)
+        if format not in names:
+            accepted = ", ".join(map(repr, ["tt", *(n for n in names if n != "tt")]))
             raise ValueError(
-                f"format={format!r}: must be one of {', '.join(map(repr, RANK_FORMATS))} (a compressed model is "
-                "built from it; full 'tucker' has no factorized layer, 'tucker2' is Tucker on the channel modes)"
+                f"format={format!r}: must be one of {accepted} (a compressed model is built from it; full "
+                "'tucker' has no factorized layer, 'tucker2' is Tucker on the channel modes)"
             )
-        selector = SpecRanks(rank, data.image_shape, {"skip": skip, "include_linear": include_linear}, format=format)
         try:
-            specs = selector(model)  # the ranks of the model passed in, checked before training
+            selector = as_selector(rank)
+            specs = Projector.from_rank(model, format, selector, input_size=data.image_shape, data=data,
+                                        skip=skip, include_linear=include_linear)
         except ValueError as err:
             raise ValueError(f"rank={rank!r}: {err}") from None
     elif specs is None:
@@ -601,19 +586,21 @@ def admm_compress(
         )
     callback = ADMMCallback(
         specs, rho, rho_growth, rho_max=rho_max, update_every=update_every, rescale_dual=rescale_dual,
-        projection_options=projection_options, verbose=progress,
+        format=format, rank=selector if rank_update != "fixed" else None, layers=layers, rank_update=rank_update,
+        projection_options=projection_options, verbose=progress, data=data,
     )
     if schedule == "step":
         schedule_kwargs = authors_step(epochs, 0.2, schedule_kwargs)
     if finetune_schedule == "step":
         finetune_schedule_kwargs = authors_step(finetune_epochs, 0.4, finetune_schedule_kwargs)
-    run = compress_with_penalty(
-        model, data, callback, phase="admm", epochs=epochs, lr=lr, schedule=schedule, schedule_kwargs=schedule_kwargs,
-        from_scratch=from_scratch, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
-        finetune_schedule=finetune_schedule, finetune_schedule_kwargs=finetune_schedule_kwargs, execution=execution,
-        device=device, seed=seed, checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks,
-        progress=progress, fit_kwargs={"label_smoothing": label_smoothing, **fit_kwargs},
+    result = run_method(
+        model, data, callback, method="admm", phase="admm", epochs=epochs, lr=lr, schedule=schedule,
+        schedule_kwargs=schedule_kwargs, from_scratch=from_scratch, finetune_epochs=finetune_epochs,
+        finetune_lr=finetune_lr, finetune_schedule=finetune_schedule,
+        finetune_schedule_kwargs=finetune_schedule_kwargs, execution=execution, device=device, seed=seed,
+        checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks, progress=progress,
+        fit_kwargs={"label_smoothing": label_smoothing, **fit_kwargs}, log_key="admm_log", label="ADMM dense",
     )
-    return ADMMResult(
-        **run, log=copy.deepcopy(callback.log), rank_selection=selector.info() if selector is not None else None,
-    )
+    if selector is not None and result.rank_selection is None:
+        result.rank_selection = selector.info()
+    return result

@@ -37,24 +37,36 @@ nets: learning the rank of each layer", CVPR 2020.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from tuckerlab.train import Callback, make_schedule
 
-from ._penalty import PenaltyCallback, PenaltyResult, _check_positive_int, _metric, compress_with_penalty
+from ._base import (
+    RANK_UPDATES,
+    LayerChoice,
+    MethodResult,
+    ProjectionCallback,
+    _check_positive_int,
+    _metric,
+    run_method,
+)
 
-__all__ = ["LCCallback", "LCResult", "LStepSchedule", "lc_compress", "RANK_UPDATES"]
+__all__ = ["LCCallback", "LCResult", "LStepSchedule", "lc_compress", "RANK_UPDATES", "RECIPE"]
 
-#: How ranks may change at the C-steps after the first.
-RANK_UPDATES = ("fixed", "shrink")
+#: The low-rank LC recipe of Idelbayev & Carreira-Perpinan (2020): 50 L-steps of 15 epochs, mu from 1e-3
+#: times 1.25 per step, L-step lr 7e-4 decayed x0.99 per epoch and restarted at each step; fine-tuning at 1e-4.
+#: The paper learns each layer's rank with a cost criterion; ``rank_params`` is the stand-in used when no rank
+#: is given: the budget solver's ranks at this fraction of the parameters.
+RECIPE = dict(n_steps=50, epochs_per_step=15, mu0=1e-3, mu_growth=1.25, lr=7e-4, finetune_lr=1e-4, rank_params=0.5)
+
+#: The result of :func:`lc_compress` (one class for every method).
+LCResult = MethodResult
 
 
 def _check_mu(mu0, mu_growth) -> tuple[float, float]:
@@ -67,13 +79,6 @@ def _check_mu(mu0, mu_growth) -> tuple[float, float]:
     if not (growth_ >= 1 and math.isfinite(growth_)):
         raise ValueError(f"mu_growth must be a finite number >= 1 (mu never decreases in LC), got {mu_growth!r}")
     return mu0_, growth_
-
-
-def _shrink(old, new):
-    """Elementwise minimum of two ranks of the same form (nested tuples or ints)."""
-    if isinstance(old, (tuple, list)):
-        return tuple(_shrink(a, b) for a, b in zip(old, new))
-    return min(int(old), int(new))
 
 
 class LStepSchedule:
@@ -120,12 +125,12 @@ class LStepSchedule:
         return f"LStepSchedule({self.inner}, period={self.period}, offset={self.offset})"
 
 
-class LCCallback(PenaltyCallback):
+class LCCallback(ProjectionCallback):
     r"""The LC algorithm as a :class:`~tuckerlab.train.Callback` of :func:`~tuckerlab.train.fit`.
 
     Epochs ``0 .. warmup_epochs - 1`` are plain training (no penalty). Then:
     the initial C-step (``Theta`` = projection of the current weights, and
-    the ranks chosen by ``rank_selector`` if given), followed by L-steps of
+    the ranks chosen by the ``rank`` selector if given), followed by L-steps of
     ``epochs_per_step`` epochs each, with the penalty
     ``mu/2 sum_l ||W_l - Delta(Theta_l)||^2``; at the end of each L-step a
     C-step projects every compressed layer again and ``mu *= mu_growth``.
@@ -134,7 +139,7 @@ class LCCallback(PenaltyCallback):
     ----------
     specs : Projector or mapping, optional
         ``{layer name: (format, rank)}`` (see :mod:`tuckerlab.projection`).
-        May be None when ``rank_selector`` chooses the layers and ranks.
+        Exclusive with ``rank``.
     mu0 : float
         Penalty weight of the first L-step (> 0); 1e-3 in Idelbayev &
         Carreira-Perpinan (2020).
@@ -146,18 +151,17 @@ class LCCallback(PenaltyCallback):
     warmup_epochs : int
         Epochs of plain training before the initial C-step (0 in classic LC,
         which starts from a trained model; see :func:`tuckerlab.methods.tt_lc`).
-    rank_selector : callable, optional
-        ``rank_selector(model, current) -> specs`` called at the initial
-        C-step (``current`` is ``specs`` or None) and, with
-        ``rank_update="shrink"``, at every later C-step (``current`` is the
-        projector in use). If it has ``state_dict``/``load_state_dict`` they
-        are saved with this callback's state.
+    format : str or Format
+        Format of the convolutions when ``rank`` chooses the ranks.
+    rank : rank selector, str, dict, rule or rank, optional
+        Chooses the layers' ranks at the initial C-step (after the warm-up,
+        from the weights, and the data for selectors that look at it):
+        anything :func:`tuckerlab.rank.selectors.as_selector` takes.
+        ``rank_selector`` is an older name for it.
+    layers : LayerChoice, optional
+        Which layers the selector ranks.
     rank_update : {"fixed", "shrink"}
-        ``"fixed"``: the ranks of the initial C-step are kept.
-        ``"shrink"``: before each C-step the selector proposes ranks for the
-        current weights and each rank becomes the elementwise minimum of the
-        current and the proposed one (ranks never grow, so a parameter
-        budget met once stays met).
+        See :class:`~tuckerlab.methods._base.ProjectionCallback`.
     projection_options : mapping, optional
         Decomposition options for every layer whose spec has none (see
         :class:`~tuckerlab.projection.Projector`), e.g. ``{"n_iter_max":
@@ -224,20 +228,23 @@ class LCCallback(PenaltyCallback):
         epochs_per_step: int = 1,
         *,
         warmup_epochs: int = 0,
-        rank_selector: Callable | None = None,
+        format="tucker2",
+        rank=None,
+        rank_selector=None,
+        layers: LayerChoice | None = None,
         rank_update: str = "fixed",
         projection_options: Mapping | None = None,
         verbose: bool = False,
+        data=None,
     ):
         self.mu0, self.mu_growth = _check_mu(mu0, mu_growth)
         self.epochs_per_step = _check_positive_int(epochs_per_step, "epochs_per_step")
         self.warmup_epochs = _check_positive_int(warmup_epochs, "warmup_epochs", 0)
         if rank_update not in RANK_UPDATES:
             raise ValueError(f"rank_update must be one of {RANK_UPDATES}, got {rank_update!r}")
-        if rank_update == "shrink" and rank_selector is None and specs is not None:
-            raise ValueError("rank_update='shrink' needs a rank_selector to propose new ranks")
         super().__init__(
-            specs, rank_selector=rank_selector, projection_options=projection_options, verbose=verbose,
+            specs, format=format, rank=rank if rank is not None else rank_selector, layers=layers,
+            rank_update=rank_update, projection_options=projection_options, verbose=verbose, data=data,
             config={
                 "mu0": self.mu0,
                 "mu_growth": self.mu_growth,
@@ -246,10 +253,10 @@ class LCCallback(PenaltyCallback):
                 "rank_update": rank_update,
             },
         )
-        self.rank_update = rank_update
         self.mu = self.mu0
         self.lc_step = 0
         self.targets: dict[str, torch.Tensor] | None = None
+        self.decompositions: dict | None = None  # factors of the last C-step (not checkpointed)
 
     # ------------------------------------------------------------ helpers
     def _record(self, trainer, epoch: int, logs: dict | None, mu: float, before: float, seconds: float) -> dict:
@@ -277,11 +284,15 @@ class LCCallback(PenaltyCallback):
             )
         return rec
 
+    def _c_step(self, model: nn.Module) -> None:
+        """``Theta = argmin ||W - Delta(Theta)||``: the factors, and ``Delta(Theta)`` per layer."""
+        self.decompositions = self.projector.decompose(model)
+        self.targets = self.projector.reconstruct(self.decompositions, model)
+
     def _initial_c_step(self, trainer, epoch: int) -> None:
-        model = trainer.model
         t0 = time.perf_counter()
-        self._choose_ranks(model)
-        self.targets = self.projector.project(model)
+        self._choose_ranks(trainer)
+        self._c_step(trainer.model)
         self._record(trainer, epoch, None, 0.0, math.nan, time.perf_counter() - t0)
 
     # -------------------------------------------------------------- hooks
@@ -304,14 +315,8 @@ class LCCallback(PenaltyCallback):
         model = trainer.model
         t0 = time.perf_counter()
         before = self.projector.distances(model, self.targets)["total"]["distance"]
-        if self.rank_update == "shrink":
-            proposed = self._select(model, self.projector)
-            if set(proposed.names) != set(self.projector.names):
-                raise ValueError("rank_selector changed the set of compressed layers; 'shrink' only lowers ranks")
-            self.projector = self.projector.with_ranks(
-                {n: _shrink(s.rank, proposed[n].rank) for n, s in self.projector.items()}
-            ).validate(model)
-        self.targets = self.projector.project(model)
+        self._update_ranks(trainer)
+        self._c_step(model)
         mu = self.mu
         self.lc_step += 1
         rec = self._record(trainer, epoch + 1, logs, mu, before, time.perf_counter() - t0)
@@ -334,55 +339,17 @@ class LCCallback(PenaltyCallback):
         self.mu = float(state["mu"])
         self.lc_step = int(state["lc_step"])
         self.targets = None if state["targets"] is None else {n: t for n, t in state["targets"].items()}
+        self.decompositions = None
 
-# ---------------------------------------------------------------- results
-@dataclass
-class LCResult(PenaltyResult):
-    """What :func:`lc_compress` (and :func:`~tuckerlab.methods.tt_lc`) produced.
+    # -------------------------------------------------------- the result
+    def final_decompositions(self) -> dict | None:
+        """The factors of the last C-step: the compressed model is ``Delta(Theta)`` itself."""
+        return self.decompositions
 
-    Attributes
-    ----------
-    model : torch.nn.Module
-        The compressed model (factorized layers), fine-tuned if asked.
-    dense_model : torch.nn.Module
-        The dense network at the end of the LC phase (its weights ``W``).
-    report : tuckerlab.surgery.CompressionReport
-        Ranks, parameters and MACs per layer and in total.
-    projector : Projector
-        The final layers, formats and ranks.
-    history : History
-        Per-epoch record of the LC phase (with ``mu``, ``lc_step``,
-        ``lc_distance``, ...).
-    lc_log : list of dict
-        One record per C-step (see :class:`LCCallback`).
-    accuracy_reference : float or None
-        Test accuracy of the model passed in (None when training from
-        scratch).
-    accuracy_dense : float
-        Test accuracy of ``W`` at the end of the LC phase.
-    accuracy_compressed : float
-        Test accuracy of the compressed model ``Delta(Theta)``, before
-        fine-tuning.
-    accuracy_finetuned : float or None
-        After fine-tuning (None without).
-    finetune_history : History or None
-    seconds : float
-        Wall time of LC, compression and fine-tuning.
-    rank_selection : dict or None
-        How the ranks were chosen, when a selector chose them.
-    """
-
-    _log_field: ClassVar[str] = "lc_log"
-    _log_key: ClassVar[str] = "lc_log"
-    _label: ClassVar[str] = "LC dense"
-
-    lc_log: list = field(default_factory=list)
-
-    def _summary_tail(self) -> str:
-        last = self.lc_log[-1] if self.lc_log else None
-        return (f"\nfinal ||W - Delta(Theta)|| = {last['distance']:.4g} ({100 * last['relative']:.2f}% of ||W||), "
+    def summary_line(self) -> str:
+        last = self.log[-1] if self.log else None
+        return (f"final ||W - Delta(Theta)|| = {last['distance']:.4g} ({100 * last['relative']:.2f}% of ||W||), "
                 f"mu = {last['mu']:.4g}") if last else ""
-
 
 # ---------------------------------------------------------------- driver
 def _steps_per_epoch(data, batch_size: int, max_steps_per_epoch: int | None) -> int:
@@ -407,10 +374,15 @@ def lc_compress(
     schedule_kwargs: Mapping | None = None,
     schedule_scope: str = "lstep",
     warmup_epochs: int = 0,
-    rank_selector: Callable | None = None,
+    format="tucker2",
+    rank=None,
+    rank_selector=None,
+    skip=None,
+    include_linear: bool = False,
     rank_update: str = "fixed",
     projection_options: Mapping | None = None,
     from_scratch: bool = False,
+    method: str = "lc",
     finetune_epochs: int = 0,
     finetune_lr: float = 1e-4,
     finetune_schedule: str = "cosine",
@@ -440,9 +412,7 @@ def lc_compress(
     data : ImageDataset
         From :func:`tuckerlab.data.load_dataset`.
     specs : Projector or mapping, optional
-        ``{layer name: (format, rank)}``; e.g.
-        ``Projector.from_rank(model, "tucker2", solve_budget(...).ranks)``.
-        May be None when ``rank_selector`` chooses them.
+        ``{layer name: (format, rank)}``. Exclusive with ``rank``.
     n_steps : int
         Number of L-steps (each followed by a C-step); 50 in Idelbayev &
         Carreira-Perpinan (2020).
@@ -466,8 +436,17 @@ def lc_compress(
         a plain ``fit`` (TT-LC's exponential cyclic rate).
     warmup_epochs : int
         Plain-training epochs before the initial C-step.
-    rank_selector : callable, optional
-        See :class:`LCCallback`.
+    format : str or Format
+        Format of the convolutions with ``rank`` (linear layers, with
+        ``include_linear``, get ``"lowrank"``).
+    rank : rank selector, str, dict, rank rule or rank, optional
+        The ranks of the layers :func:`~tuckerlab.surgery.compress_model`
+        would compress (``skip``, ``include_linear``): ``"params:0.5"``,
+        ``"evbmf"``, a registered selector, a dict, a rule or one rank
+        (:func:`tuckerlab.rank.selectors.as_selector`), chosen at the
+        initial C-step. ``rank_selector`` is an older name for it.
+    skip, include_linear
+        Which layers a ``rank`` selector ranks.
     rank_update : {"fixed", "shrink"}
         See :class:`LCCallback`.
     projection_options : mapping, optional
@@ -477,6 +456,8 @@ def lc_compress(
         pre-training): its test accuracy is not measured as a reference.
         The weights are used as they are; build the model with
         :func:`tuckerlab.models.get_model` under a seed.
+    method : str
+        The method's name in the result (``"tt-lc"`` for TT-LC).
     finetune_epochs : int
         Epochs of fine-tuning of the compressed model (0: none).
     finetune_lr, finetune_schedule, finetune_schedule_kwargs
@@ -503,7 +484,8 @@ def lc_compress(
 
     Returns
     -------
-    LCResult
+    MethodResult
+        With the C-steps' log as ``log`` (``"lc_log"`` in ``to_dict()``).
 
     Raises
     ------
@@ -513,28 +495,24 @@ def lc_compress(
 
     References
     ----------
-    .. [1] M. A. Carreira-Perpinan, "Model compression as constrained
-       optimization, with application to neural nets. Part I: general
-       framework", arXiv:1707.01209, 2017.
-    .. [2] Y. Idelbayev and M. A. Carreira-Perpinan, "Low-rank compression
-       of neural nets: learning the rank of each layer", CVPR 2020.
+    See :class:`LCCallback`.
 
     Examples
     --------
-    >>> from tuckerlab.projection import Projector  # doctest: +SKIP
-    >>> from tuckerlab.rank import solve_budget  # doctest: +SKIP
-    >>> ranks = solve_budget(trained, "tucker2", target=0.5).ranks  # doctest: +SKIP
-    >>> specs = {name: ("tucker2", r) for name, r in ranks.items()}  # doctest: +SKIP
-    >>> result = lc_compress(trained, data, specs, n_steps=50, epochs_per_step=15)  # doctest: +SKIP
+    >>> result = lc_compress(trained, data, format="tucker2", rank="params:0.5", n_steps=50,
+    ...                      epochs_per_step=15)  # doctest: +SKIP
     >>> print(result.summary())  # doctest: +SKIP
     """
     _check_positive_int(n_steps, "n_steps")
     _check_positive_int(finetune_epochs, "finetune_epochs", 0)
+    if specs is not None and (rank is not None or rank_selector is not None):
+        raise ValueError("give specs ({layer: (format, rank)} or a Projector) or rank (a selector), not both")
     if schedule_scope not in ("lstep", "run"):
         raise ValueError(f"schedule_scope must be 'lstep' or 'run', got {schedule_scope!r}")
     callback = LCCallback(
-        specs, mu0, mu_growth, epochs_per_step, warmup_epochs=warmup_epochs, rank_selector=rank_selector,
-        rank_update=rank_update, projection_options=projection_options, verbose=progress,
+        specs, mu0, mu_growth, epochs_per_step, warmup_epochs=warmup_epochs, format=format, rank=rank,
+        rank_selector=rank_selector, layers=LayerChoice(skip, include_linear), rank_update=rank_update,
+        projection_options=projection_options, verbose=progress, data=data,
     )
     epochs = warmup_epochs + n_steps * epochs_per_step
     if schedule_scope == "lstep":
@@ -546,12 +524,11 @@ def lc_compress(
         run_schedule, run_kwargs = LStepSchedule(inner, epochs_per_step * spe, warmup_epochs * spe), None
     else:
         run_schedule, run_kwargs = (schedule or "cosine"), schedule_kwargs
-    run = compress_with_penalty(
-        model, data, callback, phase="lc", epochs=epochs, lr=lr, schedule=run_schedule, schedule_kwargs=run_kwargs,
-        from_scratch=from_scratch, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
-        finetune_schedule=finetune_schedule, finetune_schedule_kwargs=finetune_schedule_kwargs, execution=execution,
-        device=device, seed=seed,
-        checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks, progress=progress, fit_kwargs=fit_kwargs,
+    return run_method(
+        model, data, callback, method=method, phase="lc", epochs=epochs, lr=lr, schedule=run_schedule,
+        schedule_kwargs=run_kwargs, from_scratch=from_scratch, finetune_epochs=finetune_epochs,
+        finetune_lr=finetune_lr, finetune_schedule=finetune_schedule,
+        finetune_schedule_kwargs=finetune_schedule_kwargs, execution=execution, device=device, seed=seed,
+        checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks, progress=progress,
+        fit_kwargs=fit_kwargs, log_key="lc_log", label="LC dense",
     )
-    info = getattr(rank_selector, "info", None)
-    return LCResult(**run, lc_log=copy.deepcopy(callback.log), rank_selection=info() if callable(info) else info)

@@ -69,303 +69,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
 from torch import nn
 
-from tuckerlab.projection import LayerSpec, Projector, project
-from ._penalty import SpecRanks, _check_positive_int, _describe
-from .lc import LCResult, lc_compress
+from tuckerlab.rank.double_bayesian import DoubleBayesianRanks
+
+from ._base import MethodResult, _check_positive_int
+from .lc import lc_compress
 
 __all__ = ["DoubleBayesianRanks", "tt_lc"]
 
 _FORMAT = "tt_tucker"
-
-
-def _layer_format(module: nn.Module) -> str:
-    return "lowrank" if isinstance(module, nn.Linear) else _FORMAT
-
-
-def _weight_params(module: nn.Module, rank) -> int:
-    """Parameters of the factorized weight of ``module`` at ``rank`` (bias left out)."""
-    from tuckerlab.layers import LowRankLinear
-    from tuckerlab.surgery import METHODS
-
-    shape = tuple(module.weight.shape)
-    if isinstance(module, nn.Linear):
-        return int(LowRankLinear.cost(shape, rank)[0])
-    return int(METHODS[_FORMAT].cost(shape, rank, (1, 1))[0])
-
-
-class DoubleBayesianRanks:
-    """TT-Tucker ranks: EVBMF per layer, times one factor found by Bayesian optimisation.
-
-    A rank selector for :class:`~tuckerlab.methods.LCCallback`:
-    ``selector(model, current) -> Projector``. The first call reads the
-    EVBMF ranks of every layer to compress (:func:`tuckerlab.rank.evbmf_rule`
-    with ``weakening`` and ``min_rank``) and runs
-    :func:`tuckerlab.rank.bayesopt_global_factor` on them. Its factor lies in
-    ``(0, 1]``; when even the EVBMF ranks compress more than the target asks
-    (typical early in training, when EVBMF still sees mostly noise), the base
-    ranks are first multiplied by the smallest ``scale_up`` in 1, 2, 4, ...
-    that reaches the target (clipped to full rank), so the search covers
-    ``(0, scale_up]`` times the EVBMF ranks. Later calls
-    (``rank_update="shrink"``) read the EVBMF ranks of the current weights
-    and scale them the same way with the factor found.
-
-    Parameters
-    ----------
-    target_params_ratio : float, optional
-        Whole-model compressed/original parameter ratio to meet (e.g. 0.3
-        keeps 30 % of the parameters). None: the default objective of
-        :func:`~tuckerlab.rank.bayesopt_global_factor`.
-    n_trials : int
-        Objective evaluations of the search (the first ``n_startup_trials``
-        random).
-    n_startup_trials : int
-        Random points before the Gaussian process (10 in Kim, Lee & Choe).
-    bounds : (float, float)
-        Search interval of the factor, inside ``(0, 1]``.
-    weakening : float
-        EVBMF weakening in ``[0, 1]`` (1: plain EVBMF; smaller: ranks closer
-        to full), see :func:`tuckerlab.rank.evbmf_rank`.
-    min_rank : int
-        Smallest rank of any bond.
-    seed : int
-        Seed of the Bayesian optimisation.
-    skip, include_linear, skip_first, skip_pointwise
-        Which layers are compressed, as in
-        :func:`tuckerlab.surgery.compress_model` (linear layers get
-        ``"lowrank"``).
-    input_size : sequence of int
-        One input without the batch dimension.
-
-    Attributes
-    ----------
-    factor : float or None
-        The global factor found by the search (None before the first call).
-    scale_up : int
-        Multiplier of the EVBMF ranks before the search (the ranks are
-        about ``factor * scale_up`` times the EVBMF ranks).
-    base_ranks : dict
-        EVBMF ranks of the first call.
-    value : float or None
-        Objective at the factor.
-    params_ratio : float or None
-        Whole-model parameter ratio with the chosen ranks.
-
-    References
-    ----------
-    .. [1] W. Liu et al., J. South China Univ. Tech. 52(7):29-38, 2024 (TT-LC).
-    .. [2] T. Kim, J. Lee, Y. Choe, IEEE Access 8:17605-17618, 2020.
-    .. [3] S. Nakajima et al., JMLR 14:1-37, 2013.
-    """
-
-    def __init__(
-        self,
-        target_params_ratio: float | None = None,
-        *,
-        n_trials: int = 20,
-        n_startup_trials: int = 10,
-        bounds: tuple[float, float] = (0.05, 1.0),
-        weakening: float = 1.0,
-        min_rank: int = 1,
-        seed: int = 0,
-        skip=None,
-        include_linear: bool = False,
-        skip_first: bool = True,
-        skip_pointwise: bool = True,
-        input_size=(3, 32, 32),
-    ):
-        if target_params_ratio is not None:
-            t = float(target_params_ratio)
-            if not 0.0 < t <= 1.0:
-                raise ValueError(f"target_params_ratio must be in (0, 1], got {target_params_ratio!r}")
-            target_params_ratio = t
-        self.target_params_ratio = target_params_ratio
-        self.n_trials = _check_positive_int(n_trials, "n_trials")
-        self.n_startup_trials = _check_positive_int(n_startup_trials, "n_startup_trials", 0)
-        self.bounds = tuple(float(b) for b in bounds)
-        from tuckerlab.rank import evbmf_rule
-
-        self._rule = evbmf_rule(weakening=weakening, min_rank=min_rank)  # checks both now
-        self.weakening, self.min_rank = float(weakening), int(min_rank)
-        self.seed = int(seed)
-        self.skip, self.include_linear = skip, bool(include_linear)
-        self.skip_first, self.skip_pointwise = bool(skip_first), bool(skip_pointwise)
-        self.input_size = tuple(int(d) for d in input_size)
-        self.factor: float | None = None
-        self.base_ranks: dict = {}
-        self.value: float | None = None
-        self.params_ratio: float | None = None
-        self.scale_up: int = 1
-
-    def __repr__(self) -> str:
-        return (
-            f"DoubleBayesianRanks(target_params_ratio={self.target_params_ratio}, n_trials={self.n_trials}, "
-            f"n_startup_trials={self.n_startup_trials}, bounds={self.bounds}, weakening={self.weakening}, "
-            f"min_rank={self.min_rank}, seed={self.seed}, skip={_describe(self.skip)}, "
-            f"include_linear={self.include_linear}, "
-            f"skip_first={self.skip_first}, skip_pointwise={self.skip_pointwise}, input_size={self.input_size})"
-        )
-
-    # ------------------------------------------------------------ pieces
-    def _modules(self, model: nn.Module, names) -> dict[str, nn.Module]:
-        return {n: model.get_submodule(n) for n in names}
-
-    def params_ratio_of(self, model: nn.Module, ranks: Mapping[str, Any]) -> float:
-        """Whole-model compressed/original parameter ratio if ``ranks`` were applied."""
-        total = sum(p.numel() for p in model.parameters())
-        after = total
-        for name, rank in ranks.items():
-            module = model.get_submodule(name)
-            after += _weight_params(module, rank) - module.weight.numel()
-        return after / total
-
-    def smallest_params_ratio(self, model: nn.Module) -> float:
-        """The whole-model ratio with every rank at ``min_rank`` on the layers that would be compressed."""
-        proj = Projector.from_rank(
-            model, _FORMAT, lambda name, module, method: self.min_rank if method == "svd"
-            else ((self.min_rank,) * 2, (self.min_rank,) * 3),
-            input_size=self.input_size, skip=self.skip, include_linear=self.include_linear,
-            skip_first=self.skip_first, skip_pointwise=self.skip_pointwise,
-        )
-        return self.params_ratio_of(model, proj.ranks)
-
-    def _objective(self, model: nn.Module):
-        """``objective(ranks, factor)`` for a target (see the module docstring), or the default."""
-        if self.target_params_ratio is None:
-            return "reconstruction"
-        target = self.target_params_ratio
-        cache: dict = {}
-
-        def objective(ranks: dict, factor: float) -> float:
-            ratio = self.params_ratio_of(model, ranks)
-            if ratio > target:
-                return 1.0 + (ratio - target) / target
-            err = total = 0.0
-            for name, rank in ranks.items():
-                module = model.get_submodule(name)
-                key = (name, rank)
-                if key not in cache:
-                    w = module.weight.detach()
-                    p = project(w, _layer_format(module), rank)
-                    norm = float(torch.linalg.vector_norm(w.double()))
-                    cache[key] = float(torch.linalg.vector_norm((w - p).double())) / norm if norm > 0 else 0.0
-                n = module.weight.numel()
-                err += n * cache[key]
-                total += n
-            return err / total
-
-        return objective
-
-    def _specs(self, model: nn.Module, ranks: Mapping[str, Any]) -> Projector:
-        return Projector({n: LayerSpec(_layer_format(model.get_submodule(n)), r) for n, r in ranks.items()})
-
-    def _evbmf(self, model: nn.Module) -> dict[str, Any]:
-        """EVBMF ranks of the layers that would be compressed (``compress_model``'s choice)."""
-        return Projector.from_rank(
-            model, _FORMAT, self._rule, input_size=self.input_size, skip=self.skip,
-            include_linear=self.include_linear, skip_first=self.skip_first, skip_pointwise=self.skip_pointwise,
-        ).ranks
-
-    def _grow(self, module: nn.Module, rank, k: int):
-        """``k`` times ``rank``, clipped to the full ranks of the layer and made reachable."""
-        from tuckerlab.rank import scale_rank
-
-        if isinstance(module, nn.Linear):
-            return min(k * int(rank), min(module.weight.shape))
-        t, s = module.weight.shape[:2]
-        (r_out, r_in), tt = rank
-        grown = ((min(k * r_out, t), min(k * r_in, s)), tuple(k * r for r in tt))
-        return scale_rank(module, _FORMAT, grown, 1.0, self.min_rank)
-
-    def _scale_up(self, model: nn.Module, evbmf: dict) -> int:
-        """Smallest ``k`` in 1, 2, 4, ... whose grown EVBMF ranks reach ``target_params_ratio``.
-
-        The factor of :func:`~tuckerlab.rank.bayesopt_global_factor` lies in
-        ``(0, 1]``; with base ranks ``k`` times the EVBMF ranks (clipped to
-        full rank) it scales the EVBMF ranks by up to ``k``, so a target
-        above what the EVBMF ranks give is reachable too.
-        """
-        if self.target_params_ratio is None:
-            return 1
-        k, previous = 1, None
-        while True:
-            grown = {n: self._grow(model.get_submodule(n), r, k) for n, r in evbmf.items()}
-            if self.params_ratio_of(model, grown) >= self.target_params_ratio or grown == previous:
-                return k
-            k, previous = 2 * k, grown
-
-    # ----------------------------------------------------------- selector
-    def __call__(self, model: nn.Module, current: Projector | None = None) -> Projector:
-        """Ranks for ``model``: the double Bayesian search the first time, rescaled EVBMF after."""
-        from tuckerlab.rank import bayesopt_global_factor
-        from tuckerlab.rank import scale_rank
-
-        evbmf = self._evbmf(model)
-        if self.factor is None:
-            self.scale_up = self._scale_up(model, evbmf)
-            base = {n: self._grow(model.get_submodule(n), r, self.scale_up) for n, r in evbmf.items()}
-            result = bayesopt_global_factor(
-                model, _FORMAT, objective=self._objective(model), base=base, n_trials=self.n_trials,
-                bounds=self.bounds, seed=self.seed, skip=self.skip, min_rank=self.min_rank,
-                include_linear=self.include_linear, n_startup_trials=self.n_startup_trials,
-                skip_first=self.skip_first, skip_pointwise=self.skip_pointwise, input_size=self.input_size,
-            )
-            ratio = self.params_ratio_of(model, result.ranks)
-            if self.target_params_ratio is not None and ratio > self.target_params_ratio * (1 + 1e-9):
-                raise ValueError(
-                    f"target_params_ratio={self.target_params_ratio} was not met: the best factor found "
-                    f"({result.factor:.4f}) gives a parameter ratio of {ratio:.4f}; raise n_trials or lower "
-                    f"bounds[0]={self.bounds[0]}"
-                )
-            self.factor, self.value, self.params_ratio = result.factor, result.value, ratio
-            self.base_ranks = dict(evbmf)
-            return self._specs(model, result.ranks)
-        names = current.names if current is not None else list(evbmf)
-        ranks = {}
-        for name in names:
-            module = model.get_submodule(name)
-            grown = self._grow(module, evbmf[name], self.scale_up)
-            ranks[name] = scale_rank(module, _layer_format(module), grown, self.factor, self.min_rank)
-        return self._specs(model, ranks)
-
-    def info(self) -> dict:
-        """What was chosen, in plain values (for results)."""
-        return {
-            "rule": "double Bayesian (EVBMF per layer x BayesOpt global factor)",
-            "target_params_ratio": self.target_params_ratio,
-            "factor": self.factor,
-            "scale_up": self.scale_up,
-            "evbmf_scale": None if self.factor is None else self.factor * self.scale_up,
-            "objective_value": self.value,
-            "params_ratio_at_selection": self.params_ratio,
-            "base_ranks": {n: _plain(r) for n, r in self.base_ranks.items()},
-            "n_trials": self.n_trials,
-            "weakening": self.weakening,
-        }
-
-    def state_dict(self) -> dict:
-        return {
-            "factor": self.factor,
-            "value": self.value,
-            "params_ratio": self.params_ratio,
-            "scale_up": self.scale_up,
-            "base_ranks": {n: _plain(r) for n, r in self.base_ranks.items()},
-        }
-
-    def load_state_dict(self, state: Mapping) -> None:
-        self.factor, self.value, self.params_ratio = state["factor"], state["value"], state["params_ratio"]
-        self.scale_up = int(state["scale_up"])
-        self.base_ranks = {n: _tuple(r) for n, r in state["base_ranks"].items()}
-
-
-def _plain(rank):
-    return [_plain(r) for r in rank] if isinstance(rank, (list, tuple)) else int(rank)
-
-
-def _tuple(rank):
-    return tuple(_tuple(r) for r in rank) if isinstance(rank, (list, tuple)) else rank
 
 
 def tt_lc(
@@ -395,7 +108,7 @@ def tt_lc(
     finetune_lr: float = 1e-3,
     seed: int = 0,
     **lc_kwargs: Any,
-) -> LCResult:
+) -> MethodResult:
     """TT-LC (Liu et al., 2024): LC from scratch, TT-Tucker C-step, double Bayesian ranks.
 
     Runs :func:`~tuckerlab.methods.lc_compress` with the TT-LC choices (see
@@ -413,12 +126,11 @@ def tt_lc(
     target_params_ratio : float, optional
         Whole-model compressed/original parameter ratio to meet (TT-LC
         reports 69.6 % of the parameters cut on ResNet-32, i.e. about 0.30).
-    ranks : str, dict, rank rule or rank, optional
-        Fixed TT-Tucker ranks instead of the double Bayesian choice (a
-        :func:`tuckerlab.rank.spec.from_spec` string such as ``"evbmf"`` or
-        ``"params:0.3"``, or what :func:`~tuckerlab.surgery.compress_model`
-        takes), read at the initial C-step. Exclusive with
-        ``target_params_ratio``.
+    ranks : rank selector, str, dict, rank rule or rank, optional
+        TT-Tucker ranks instead of the double Bayesian choice (``"evbmf"``,
+        ``"params:0.3"``, any registered selector, or what
+        :func:`~tuckerlab.surgery.compress_model` takes), chosen at the
+        initial C-step. Exclusive with ``target_params_ratio``.
     n_steps, epochs_per_step : int
         L-steps and their length (default 40 x 5 epochs).
     warmup_epochs : int, optional
@@ -458,7 +170,7 @@ def tt_lc(
 
     Returns
     -------
-    LCResult
+    MethodResult
         ``rank_selection`` records the EVBMF base ranks, the global factor and
         the parameter ratio at selection.
 
@@ -482,18 +194,15 @@ def tt_lc(
         raise ValueError("give target_params_ratio (double Bayesian ranks) or ranks (fixed), not both")
     _check_positive_int(epochs_per_step, "epochs_per_step")
     warmup = epochs_per_step if warmup_epochs is None else warmup_epochs
-    input_size = tuple(data.image_shape)
-    layer_kw = dict(skip=skip, include_linear=include_linear)
-    if ranks is not None:
-        selector = SpecRanks(ranks, input_size, layer_kw, format=_FORMAT)
-    else:
-        selector = DoubleBayesianRanks(
-            target_params_ratio, n_trials=n_trials, bounds=bounds, weakening=weakening, min_rank=min_rank,
-            seed=seed, input_size=input_size, **layer_kw,
-        )
+    if ranks is None:
+        ranks = DoubleBayesianRanks(target_params_ratio, n_trials=n_trials, bounds=bounds, weakening=weakening,
+                                    min_rank=min_rank, seed=seed)
         if target_params_ratio is not None:
-            smallest = selector.smallest_params_ratio(model)
-            if selector.target_params_ratio < smallest:
+            from tuckerlab.layer_selection import select_layers
+
+            layers = select_layers(model, skip=skip, include_linear=include_linear, input_size=data.image_shape)
+            smallest = ranks.smallest_params_ratio(model, _FORMAT, layers)
+            if ranks.target_params_ratio < smallest:
                 raise ValueError(
                     f"target_params_ratio={target_params_ratio} cannot be met: with every rank at "
                     f"min_rank={min_rank} the model keeps {smallest:.4f} of its parameters"
@@ -503,6 +212,7 @@ def tt_lc(
     return lc_compress(
         model, data, None, n_steps=n_steps, epochs_per_step=epochs_per_step, mu0=mu0, mu_growth=mu_growth,
         lr=lr, schedule=schedule, schedule_kwargs=schedule_kwargs, schedule_scope=schedule_scope,
-        warmup_epochs=warmup, rank_selector=selector, rank_update=rank_update, from_scratch=from_scratch,
-        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, seed=seed, **lc_kwargs,
+        warmup_epochs=warmup, format=_FORMAT, rank=ranks, skip=skip, include_linear=include_linear,
+        rank_update=rank_update, from_scratch=from_scratch, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+        seed=seed, method="tt-lc", **lc_kwargs,
     )

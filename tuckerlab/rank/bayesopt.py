@@ -36,13 +36,13 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
-from ._layers import select_layers
-from .rules import _tt_feasible, canonical_method, evbmf_rule, fixed_ratio
+from tuckerlab.formats import Format
+
+from .rules import evbmf_rule, fixed_ratio, rank_format
 
 __all__ = ["BayesOptResult", "GlobalFactorResult", "bayesopt_ranks", "bayesopt_global_factor", "scale_rank"]
 
@@ -65,11 +65,6 @@ class BayesOptResult:
     ranks: dict | tuple
     value: dict | float
     studies: dict | object = field(repr=False, default=None)
-
-    def rule(self) -> Callable:
-        """The ranks as a rule ``rule(name, module, method)`` (``None`` = skip)."""
-        ranks = dict(self.ranks) if isinstance(self.ranks, dict) else {}
-        return lambda name, module, method: ranks.get(name)
 
 
 @dataclass
@@ -95,11 +90,6 @@ class GlobalFactorResult:
     value: float
     base_ranks: dict
     study: object = field(repr=False, default=None)
-
-    def rule(self) -> Callable:
-        """The ranks as a rule ``rule(name, module, method)`` (``None`` = skip)."""
-        ranks = dict(self.ranks)
-        return lambda name, module, method: ranks.get(name)
 
 
 # ---------------------------------------------------------------------- optuna
@@ -133,39 +123,20 @@ def _check_int(value, name: str, low: int) -> int:
 
 
 # ------------------------------------------------------- reconstruction errors
-def _as_conv(weight: torch.Tensor) -> nn.Conv2d:
-    t, s, kh, kw = weight.shape
-    conv = nn.Conv2d(s, t, (kh, kw), bias=False, device=weight.device, dtype=weight.dtype)
+def _relative_error(weight: torch.Tensor, fmt: Format, rank) -> float:
+    """``||W - W_hat|| / ||W||`` of the decomposition of ``weight`` in ``fmt`` at ``rank``."""
     with torch.no_grad():
-        conv.weight.copy_(weight)
-    return conv
-
-
-def _layer_class(method: str, module: nn.Module):
-    from tuckerlab import layers as L
-
-    if isinstance(module, nn.Linear):
-        return L.LowRankLinear
-    return {"tucker": L.TuckerConv2d, "tt": L.TTConv2d, "tt_tucker": L.TTTuckerConv2d, "cp": L.CPConv2d}[method]
-
-
-def _relative_error(module: nn.Module, method: str, rank) -> float:
-    """``||W - W_hat|| / ||W||`` of the factorized layer built with ``rank``."""
-    cls = _layer_class(method, module)
-    with torch.no_grad():
-        layer = cls.from_linear(module, rank) if isinstance(module, nn.Linear) else cls.from_conv(module, rank)
-        w = module.weight.detach()
-        w_hat = layer.reconstruct_weight().detach()
+        w = weight.detach()
+        rank = fmt.validate_rank(w.shape, rank)
+        w_hat = fmt.reconstruct(fmt.decompose(w, rank, **fmt.check_options(None)))
         norm = float(torch.linalg.vector_norm(w.double()))
         return float(torch.linalg.vector_norm((w - w_hat).double())) / norm if norm > 0 else 0.0
 
 
-def _params(module: nn.Module, method: str, rank) -> tuple[int, int]:
+def _params(weight: torch.Tensor, fmt: Format, rank) -> tuple[int, int]:
     """(factorized, dense) parameter counts of the weight (biases left out)."""
-    cls = _layer_class(method, module)
-    shape = tuple(module.weight.shape)
-    hw = None if isinstance(module, nn.Linear) else (1, 1)
-    return int(cls.cost(shape, rank, hw)[0]), math.prod(shape)
+    shape = tuple(weight.shape)
+    return int(fmt.cost(shape, rank, None if fmt.kind == "linear" else (1, 1))[0]), math.prod(shape)
 
 
 def _size_term(ratio: float, penalty: float) -> float:
@@ -179,18 +150,19 @@ def _rank_range(dim: int) -> tuple[int, int]:
     return lo, max(lo, dim - 1)
 
 
-def _search_layer(optuna, module: nn.Conv2d, name: str, objective, n_trials, seed, n_startup_trials, penalty):
-    t, s = module.weight.shape[:2]
+def _search_layer(optuna, weight: torch.Tensor, name: str, objective, n_trials, seed, n_startup_trials, penalty):
+    fmt = rank_format("tucker2")
+    t, s = weight.shape[:2]
     (lo_o, hi_o), (lo_i, hi_i) = _rank_range(t), _rank_range(s)
     cache: dict = {}
 
     def score(rank) -> float:
         if rank not in cache:
             if objective == "reconstruction":
-                p, dense = _params(module, "tucker", rank)
-                cache[rank] = _relative_error(module, "tucker", rank) + _size_term(p / dense, penalty)
+                p, dense = _params(weight, fmt, rank)
+                cache[rank] = _relative_error(weight, fmt, rank) + _size_term(p / dense, penalty)
             else:
-                cache[rank] = float(objective(name, module.weight.detach(), rank))
+                cache[rank] = float(objective(name, weight.detach(), rank))
         return cache[rank]
 
     if lo_o == hi_o and lo_i == hi_i:  # nothing to search
@@ -211,7 +183,7 @@ def _search_layer(optuna, module: nn.Conv2d, name: str, objective, n_trials, see
 
 def bayesopt_ranks(
     model_or_weight,
-    method: str = "tucker",
+    method: str = "tucker2",
     n_trials: int = 30,
     per_layer: bool = True,
     objective="reconstruction",
@@ -223,6 +195,7 @@ def bayesopt_ranks(
     skip_first: bool = True,
     skip_pointwise: bool = True,
     input_size=(3, 32, 32),
+    layers=None,
     **global_kw,
 ):
     """Tucker-2 ranks by Bayesian optimisation (Kim, Lee & Choe, 2020).
@@ -232,9 +205,9 @@ def bayesopt_ranks(
     model_or_weight : torch.nn.Module or torch.Tensor
         A network (every ``nn.Conv2d`` with ``groups=1`` that is not skipped
         gets its own search) or one conv weight ``(T, S, Kh, Kw)``.
-    method : str
-        ``"tucker"`` for the per-layer search (the paper's setting); any
-        method with ``per_layer=False``.
+    method : str or Format
+        ``"tucker2"`` for the per-layer search (the paper's setting); any
+        format with ``per_layer=False``.
     n_trials : int
         Objective evaluations per layer (the first ``n_startup_trials`` are
         random).
@@ -267,6 +240,10 @@ def bayesopt_ranks(
         :func:`tuckerlab.surgery.compress_model` does by default.
     input_size : sequence of int
         One input without the batch dimension (finds the first convolution).
+    layers : LayerSelection, optional
+        The layers to search (:func:`tuckerlab.layer_selection.select_layers`);
+        by default selected here with ``skip``, ``skip_first``,
+        ``skip_pointwise`` and ``input_size``.
 
     Returns
     -------
@@ -291,13 +268,13 @@ def bayesopt_ranks(
         return bayesopt_global_factor(
             model_or_weight, method=method, objective=objective, n_trials=n_trials, seed=seed, skip=skip,
             n_startup_trials=n_startup_trials, penalty=penalty, verbose=verbose, skip_first=skip_first,
-            skip_pointwise=skip_pointwise, input_size=input_size, **global_kw,
+            skip_pointwise=skip_pointwise, input_size=input_size, layers=layers, **global_kw,
         )
     if global_kw:
         raise TypeError(f"unexpected arguments for a per-layer search: {sorted(global_kw)}")
-    if canonical_method(method) != "tucker":
+    if rank_format(method).name != "tucker2":
         raise ValueError(
-            f"the per-layer search looks for Tucker-2 ranks (method='tucker'), got method={method!r}; "
+            f"the per-layer search looks for Tucker-2 ranks (method='tucker2'), got method={method!r}; "
             "use per_layer=False to scale the ranks of other methods by a global factor"
         )
     _check_int(n_trials, "n_trials", 1)
@@ -309,10 +286,16 @@ def bayesopt_ranks(
     with _optuna_quiet(verbose) as optuna:
         if isinstance(model_or_weight, nn.Module):
             ranks, values, studies = {}, {}, {}
-            modules, _ = select_layers(model_or_weight, skip, False, skip_first, skip_pointwise, input_size)
-            for i, (name, module) in enumerate(modules.items()):
-                ranks[name], values[name], studies[name] = _search_layer(
-                    optuna, module, name, objective, n_trials, seed + i, n_startup_trials, penalty
+            if layers is None:
+                from tuckerlab.layer_selection import select_layers
+
+                layers = select_layers(model_or_weight, skip=skip, skip_first=skip_first,
+                                       skip_pointwise=skip_pointwise, input_size=input_size)
+            convs = [info for info in layers if info.kind == "conv" and info.calls > 0]
+            for i, info in enumerate(convs):
+                ranks[info.name], values[info.name], studies[info.name] = _search_layer(
+                    optuna, info.module.weight.detach(), info.name, objective, n_trials, seed + i,
+                    n_startup_trials, penalty,
                 )
             return BayesOptResult(ranks, values, studies)
         w = model_or_weight
@@ -323,54 +306,41 @@ def bayesopt_ranks(
         w = w.detach()
         if not w.is_floating_point():
             w = w.float()
-        rank, value, study = _search_layer(
-            optuna, _as_conv(w), "weight", objective, n_trials, seed, n_startup_trials, penalty
-        )
+        rank, value, study = _search_layer(optuna, w, "weight", objective, n_trials, seed, n_startup_trials, penalty)
         return BayesOptResult(rank, value, study)
 
 
 # --------------------------------------------------------------- global factor
-def _scale(rank, factor: float, min_rank: int):
-    if isinstance(rank, (tuple, list)):
-        return tuple(_scale(r, factor, min_rank) for r in rank)
-    return max(min_rank, int(round(factor * rank)))
-
-
-def scale_rank(module: nn.Module, method: str, base, factor: float, min_rank: int = 1):
+def scale_rank(module: nn.Module, method, base, factor: float, min_rank: int = 1):
     """A layer's rank ``base`` scaled by ``factor`` and made valid for the layer.
 
     Parameters
     ----------
     module : nn.Conv2d or nn.Linear
-        The layer the rank is for (its shape bounds TT ranks).
-    method : str
-        Canonical method name (see :func:`~tuckerlab.rank.canonical_method`).
+        The layer the rank is for (its shape bounds the ranks).
+    method : str or Format
+        The format of the rank (a linear layer always uses ``"lowrank"``).
     base : rank
-        The rank in the method's format.
+        The rank in the format's form.
     factor : float
-        Multiplier of every rank (rounded, at least ``min_rank``).
+        Multiplier of every rank entry (rounded, at least ``min_rank``).
     min_rank : int
         Lower bound for every rank.
 
     Returns
     -------
     rank
-        The scaled rank; TT ranks are lowered where needed so that TT-SVD of
-        the layer's weight accepts them.
+        The scaled rank, at most the full rank; TT ranks are lowered where
+        needed so that TT-SVD of the layer's weight accepts them
+        (:meth:`tuckerlab.formats.Format.scale_rank`).
     """
-    rank = _scale(base, factor, min_rank)
-    if isinstance(module, nn.Linear) or method in ("tucker", "cp", "lowrank"):
-        return rank
-    t, s, kh, kw = module.weight.shape
-    if method == "tt":
-        return _tt_feasible(rank, (s, kh, kw, t))
-    (r_out, r_in), tt = rank
-    return ((r_out, r_in), _tt_feasible(tt, (r_in, kh, kw, r_out)))
+    fmt = rank_format("lowrank") if isinstance(module, nn.Linear) else rank_format(method)
+    return fmt.scale_rank(tuple(module.weight.shape), base, factor, min_rank)
 
 
 def bayesopt_global_factor(
     model: nn.Module,
-    method: str = "tucker",
+    method: str = "tucker2",
     objective="reconstruction",
     base="evbmf",
     n_trials: int = 20,
@@ -385,6 +355,7 @@ def bayesopt_global_factor(
     skip_first: bool = True,
     skip_pointwise: bool = True,
     input_size=(3, 32, 32),
+    layers=None,
 ) -> GlobalFactorResult:
     """One factor scaling every layer's base ranks, found by Bayesian optimisation.
 
@@ -398,8 +369,8 @@ def bayesopt_global_factor(
     ----------
     model : torch.nn.Module
         The network; only read.
-    method : str
-        ``"tucker"``, ``"tt"``, ``"tt_tucker"``, ``"cp"``.
+    method : str or Format
+        ``"tucker2"``, ``"tt"``, ``"tt_tucker"``, ``"cp"``.
     objective : "reconstruction" or callable
         A callable ``objective(ranks, factor) -> float`` is minimised, where
         ``ranks`` is ``{layer name: rank}`` for
@@ -432,7 +403,7 @@ def bayesopt_global_factor(
         As in :func:`bayesopt_ranks`.
     verbose : bool
         Keep Optuna's log messages.
-    skip_first, skip_pointwise, input_size
+    skip_first, skip_pointwise, input_size, layers
         As in :func:`bayesopt_ranks`.
 
     Returns
@@ -451,7 +422,7 @@ def bayesopt_global_factor(
     W. Liu et al., J. South China Univ. Tech. 52(7):29-38, 2024 (TT-LC);
     Kim, Lee & Choe, IEEE Access 8:17605, 2020.
     """
-    method = canonical_method(method)
+    fmt = rank_format(method)
     _check_int(n_trials, "n_trials", 1)
     _check_int(n_startup_trials, "n_startup_trials", 0)
     _check_int(min_rank, "min_rank", 1)
@@ -464,7 +435,12 @@ def bayesopt_global_factor(
     if not (objective == "reconstruction" or callable(objective)):
         raise ValueError(f"objective must be 'reconstruction' or a callable, got {objective!r}")
 
-    modules, _ = select_layers(model, skip, include_linear, skip_first, skip_pointwise, input_size)
+    if layers is None:
+        from tuckerlab.layer_selection import select_layers
+
+        layers = select_layers(model, skip=skip, include_linear=include_linear, skip_first=skip_first,
+                               skip_pointwise=skip_pointwise, input_size=input_size)
+    modules = {info.name: info.module for info in layers}
     if isinstance(base, dict):
         base_ranks = {n: base[n] for n in modules if base.get(n) is not None}
     else:
@@ -478,7 +454,7 @@ def bayesopt_global_factor(
             raise ValueError(f"base must be 'evbmf', 'full', a rank rule or a dict, got {base!r}")
         base_ranks = {}
         for name, module in modules.items():
-            r = rule(name, module, method)
+            r = rule(name, module, "lowrank" if isinstance(module, nn.Linear) else fmt.name)
             if r is not None:
                 base_ranks[name] = r
     if not base_ranks:
@@ -486,7 +462,7 @@ def bayesopt_global_factor(
     modules = {n: modules[n] for n in base_ranks}
 
     def ranks_for(f: float) -> dict:
-        return {n: scale_rank(modules[n], method, base_ranks[n], f, min_rank) for n in base_ranks}
+        return {n: scale_rank(modules[n], fmt, base_ranks[n], f, min_rank) for n in base_ranks}
 
     cache: dict = {}
 
@@ -496,7 +472,9 @@ def bayesopt_global_factor(
         for n, r in ranks.items():
             key = (n, r)
             if key not in cache:
-                cache[key] = (_relative_error(modules[n], method, r), _params(modules[n], method, r)[0])
+                m = modules[n]
+                f = rank_format("lowrank") if isinstance(m, nn.Linear) else fmt
+                cache[key] = (_relative_error(m.weight, f, r), _params(m.weight, f, r)[0])
             e, p = cache[key]
             err += modules[n].weight.numel() / total * e
             comp += p

@@ -58,14 +58,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._layers import select_layers
-from .rules import canonical_method
+from tuckerlab.formats._spectra import dim_candidates as _dim_candidates
 
 __all__ = ["BudgetResult", "solve_budget"]
 
@@ -113,21 +112,6 @@ class BudgetResult:
     report: list = field(default_factory=list)
     totals: dict = field(default_factory=dict)
 
-    def rule(self) -> Callable:
-        """These ranks as a rank rule ``rule(name, module, method)``.
-
-        Returns
-        -------
-        callable
-            Gives ``ranks[name]``, or ``None`` (skip) for layers not in it.
-        """
-        ranks = dict(self.ranks)
-
-        def rule(name, module, method):
-            return ranks.get(name)
-
-        return rule
-
     def summary(self) -> str:
         """A plain-text table of the chosen ranks."""
         lines = [f"target {self.target:.4f}  achieved {self.achieved:.4f}  ({self.metric})"]
@@ -140,56 +124,13 @@ class BudgetResult:
         return "\n".join(lines)
 
 
-# ----------------------------------------------------------------- candidates
-def _dim_candidates(n: int, multiple_of: int | None, max_candidates: int) -> np.ndarray:
-    """Ranks tried for one bond of full size ``n``."""
-    if multiple_of:
-        c = np.arange(multiple_of, n + 1, multiple_of)
-        if c.size == 0:
-            c = np.array([n])
-    else:
-        c = np.arange(1, n + 1)
-    if c.size > max_candidates:
-        idx = np.unique(np.round(np.linspace(0, c.size - 1, max_candidates)).astype(int))
-        c = c[idx]
-    return c
-
-
-def _tail(e: np.ndarray) -> np.ndarray:
-    """``t[r] = sum_{h >= r} e_h`` for r = 0..len(e) (0-based), ``t[len] = 0``."""
-    return np.concatenate([np.cumsum(e[::-1])[::-1], [0.0]])
-
-
-def _svals(m: torch.Tensor) -> np.ndarray:
-    """Squared singular values of ``m``, descending.
-
-    Eigenvalues of the smaller Gram matrix in float64: only the squares
-    enter the error model, and this is much faster than an SVD for the
-    skinny unfoldings of conv weights.
-    """
-    m = m.double()
-    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
-    e = torch.linalg.eigvalsh(gram).cpu().numpy()[::-1]
-    return np.clip(e, 0.0, None)
-
-
-def _unfold(w: torch.Tensor, mode: int) -> torch.Tensor:
-    return w.movedim(mode, 0).reshape(w.shape[mode], -1)
-
-
-def _tail_at(tail: np.ndarray, r: np.ndarray) -> np.ndarray:
-    return tail[np.minimum(r, tail.size - 1)]
-
-
+# --------------------------------------------------------------------- layers
 @dataclass
 class _Layer:
-    name: str
-    module: nn.Module
-    shape: tuple
-    in_hw: tuple | None
-    out_hw: tuple | None
-    calls: int
-    bias: bool
+    """A selected layer with its candidate ranks, their errors and costs."""
+
+    info: Any
+    fmt: Any
     orig_params: int
     orig_macs: int
     norm2: float
@@ -198,117 +139,30 @@ class _Layer:
     params: np.ndarray | None = None
     macs: np.ndarray | None = None
 
+    @property
+    def name(self) -> str:
+        return self.info.name
 
-def _candidates(layer: _Layer, method: str, multiple_of, max_candidates: int):
-    """Candidate ranks of a layer and their errors (no costs yet)."""
-    w = layer.module.weight.detach()
+
+def _weight(info) -> torch.Tensor:
+    w = info.module.weight.detach()
     if not w.is_floating_point() or w.dtype in (torch.float16, torch.bfloat16):
         w = w.float()
-    C = lambda n, cap=max_candidates: _dim_candidates(int(n), multiple_of, cap)  # noqa: E731
-    if isinstance(layer.module, nn.Linear) or method == "lowrank":
-        m = w.reshape(w.shape[0], -1)
-        tail = _tail(_svals(m))
-        r = C(min(m.shape))
-        return [int(x) for x in r], _tail_at(tail, r)
-    t, s, kh, kw = w.shape
-    t0, t1 = _tail(_svals(_unfold(w, 0))), _tail(_svals(_unfold(w, 1)))
-    if method == "tucker":
-        ro, ri = np.meshgrid(C(t), C(s), indexing="ij")
-        ro, ri = ro.ravel(), ri.ravel()
-        return list(zip(ro.tolist(), ri.tolist())), _tail_at(t0, ro) + _tail_at(t1, ri)
-    if method == "cp":
-        # a tensor of multilinear rank (r_out, r_in, Kh, Kw) has CP rank <= the
-        # product of its three smallest sizes: CP rank R represents exactly
-        # the HOSVD truncation of any (r_out, r_in) with that product <= R
-        ro, ri = np.meshgrid(np.arange(1, t + 1), np.arange(1, s + 1), indexing="ij")
-        sizes = np.sort(np.stack([ro, ri, np.full_like(ro, kh), np.full_like(ro, kw)]), axis=0)
-        p = (sizes[0] * sizes[1] * sizes[2]).ravel()
-        e = (_tail_at(t0, ro) + _tail_at(t1, ri)).ravel()
-        order = np.argsort(p, kind="stable")
-        p, e = p[order], np.minimum.accumulate(e[order])
-        last = np.r_[p[1:] != p[:-1], True]  # envelope value at each distinct product
-        xp, fp = np.r_[0, p[last]], np.r_[t0[0] + t1[0], e[last]]
-        r = C(int(p[-1]))
-        return [int(x) for x in r], np.interp(r, xp, fp)
-    x = w.permute(1, 2, 3, 0)  # (S, Kh, Kw, T)
-    mid = _tail(_svals(x.reshape(s * kh, kw * t)))
-    if method == "tt":
-        first = _tail(_svals(x.reshape(s, -1)))
-        last = _tail(_svals(x.reshape(-1, t)))
-        a, b, c = np.meshgrid(C(min(s, kh * kw * t)), C(min(s * kh, kw * t)), C(min(s * kh * kw, t)), indexing="ij")
-        a, b, c = a.ravel(), b.ravel(), c.ravel()
-        # only reachable TT ranks: r_{k+1} <= r_k n_k and r_k <= n_k r_{k+1}
-        keep = (a <= kh * b) & (b <= a * kh) & (b <= kw * c) & (c <= b * kw)
-        a, b, c = a[keep], b[keep], c[keep]
-        err = _tail_at(first, a) + _tail_at(mid, b) + _tail_at(last, c)
-        return list(zip(a.tolist(), b.tolist(), c.tolist())), err
-    # tt_tucker: (r_out, r_in, r2), r1 = min(r_in, Kh Kw r_out), r3 = min(r_out, r_in Kh Kw)
-    ro, ri, r2 = np.meshgrid(C(t), C(s), C(min(s * kh, kw * t)), indexing="ij")
-    ro, ri, r2 = ro.ravel(), ri.ravel(), r2.ravel()
-    r1, r3 = np.minimum(ri, kh * kw * ro), np.minimum(ro, ri * kh * kw)
-    keep = (r1 <= kh * r2) & (r2 <= r1 * kh) & (r2 <= kw * r3) & (r3 <= r2 * kw)
-    ro, ri, r1, r2, r3 = ro[keep], ri[keep], r1[keep], r2[keep], r3[keep]
-    cols = zip(ro.tolist(), ri.tolist(), r1.tolist(), r2.tolist(), r3.tolist())
-    ranks = [((a, b), (c, d, e)) for a, b, c, d, e in cols]
-    return ranks, _tail_at(t0, ro) + _tail_at(t1, ri) + _tail_at(mid, r2)
+    return w
 
 
-def _layer_class(method: str, module: nn.Module):
-    from tuckerlab import layers as L
-
-    if isinstance(module, nn.Linear) or method == "lowrank":
-        return L.LowRankLinear
-    return {"tucker": L.TuckerConv2d, "tt": L.TTConv2d, "tt_tucker": L.TTTuckerConv2d, "cp": L.CPConv2d}[method]
-
-
-def _cost_arrays(layer: _Layer, method: str, cache: dict) -> tuple[np.ndarray, np.ndarray]:
-    cls = _layer_class(method, layer.module)
-    linear = isinstance(layer.module, nn.Linear)
-    if linear:
-        rows = layer.out_hw  # leading dims of one sample's output, or None
-        key = (cls, layer.shape, rows, layer.bias)
-        fn = lambda r: cls.cost(layer.shape, r, rows, bias=layer.bias)  # noqa: E731
-    else:
-        key = (cls, layer.shape, layer.out_hw, layer.in_hw, layer.bias)
-        fn = lambda r: cls.cost(layer.shape, r, layer.out_hw, layer.in_hw, bias=layer.bias)  # noqa: E731
+def _cost_arrays(layer: _Layer, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Parameters and MACs (all calls) of every candidate rank, from the format's cost."""
+    info = layer.info
+    key = (layer.fmt.name, info.weight_shape, info.out_hw, info.in_hw, info.bias)
     table = cache.setdefault(key, {})
     params = np.empty(len(layer.ranks))
     macs = np.empty(len(layer.ranks))
     for i, r in enumerate(layer.ranks):
         if r not in table:
-            table[r] = fn(r)
+            table[r] = layer.fmt.cost(info.weight_shape, r, info.out_hw, info.in_hw, bias=info.bias)
         params[i], macs[i] = table[r]
-    return params, macs * layer.calls
-
-
-# --------------------------------------------------------------------- layers
-def _collect(model: nn.Module, method: str, skip, include_linear: bool, skip_first: bool, skip_pointwise: bool,
-             input_size) -> list[_Layer]:
-    from tuckerlab.layers import conv2d_cost
-
-    chosen, shapes = select_layers(model, skip, include_linear, skip_first, skip_pointwise, input_size,
-                                   convs=method != "lowrank")
-    if not chosen:
-        raise ValueError("no layer to compress: every nn.Conv2d / nn.Linear is skipped or unsupported")
-    out = []
-    for name, module in chosen.items():
-        (in_shape, out_shape), calls = shapes[name][0], len(shapes[name])
-        w = module.weight.detach()
-        bias = module.bias is not None
-        if isinstance(module, nn.Linear):
-            rows = tuple(out_shape[1:-1]) or None
-            in_hw, out_hw = None, rows
-            orig_params = w.numel() + (w.shape[0] if bias else 0)
-            orig_macs = math.prod(rows or (1,)) * w.numel() * calls
-        else:
-            in_hw, out_hw = tuple(in_shape[-2:]), tuple(out_shape[-2:])
-            orig_params, orig_macs = conv2d_cost(tuple(w.shape), out_hw, bias=bias)
-            orig_macs *= calls
-        out.append(
-            _Layer(name, module, tuple(w.shape), in_hw, out_hw, calls, bias, orig_params, orig_macs,
-                   float(torch.sum(w.double() ** 2)))
-        )
-    return out
+    return params, macs * info.calls
 
 
 # --------------------------------------------------------------------- solver
@@ -359,7 +213,7 @@ def _greedy_fill(choice, costs, errs, dense_cost, slack, keep_dense):
 
 def solve_budget(
     model: nn.Module,
-    method: str = "tucker",
+    method: str = "tucker2",
     target: float = 0.5,
     metric: str = "params",
     input_size: Sequence[int] = (3, 32, 32),
@@ -371,6 +225,7 @@ def solve_budget(
     skip_pointwise: bool = True,
     keep_dense: bool = True,
     max_candidates: int | None = None,
+    layers=None,
 ) -> BudgetResult:
     """Per-layer ranks meeting a whole-model parameter or MAC budget.
 
@@ -378,9 +233,9 @@ def solve_budget(
     ----------
     model : torch.nn.Module
         The network (its weights define the errors). Not modified.
-    method : str
-        ``"tucker"``, ``"tt"``, ``"tt_tucker"``, ``"cp"`` or ``"lowrank"``
-        (``nn.Linear`` only).
+    method : str or Format
+        ``"tucker2"``, ``"tt"``, ``"tt_tucker"``, ``"cp"`` or ``"lowrank"``
+        (``nn.Linear`` only); selected ``nn.Linear`` layers use ``"lowrank"``.
     target : float
         Wanted compressed/original ratio of the whole model's ``metric``, in
         ``(0, 1]``. Layers that are not compressed (skipped, BatchNorm,
@@ -415,6 +270,11 @@ def solve_budget(
         smallest and the largest allowed). Default 512 for
         Tucker-2, CP and low rank, 24 for TT and TT-Tucker (whose candidates
         are triples).
+    layers : LayerSelection, optional
+        The layers to rank, from :func:`tuckerlab.layer_selection.select_layers`
+        (then ``skip``, ``include_linear``, ``skip_first``, ``skip_pointwise``
+        and ``input_size`` are those of the selection); by default they are
+        selected here.
 
     Returns
     -------
@@ -448,13 +308,16 @@ def solve_budget(
     --------
     >>> from tuckerlab.models import get_model
     >>> from tuckerlab.rank import solve_budget
-    >>> res = solve_budget(get_model("resnet20"), "tucker", target=0.5)
+    >>> res = solve_budget(get_model("resnet20"), "tucker2", target=0.5)
     >>> abs(res.achieved - 0.5) <= 0.005
     True
     """
-    from tuckerlab import metrics
+    from tuckerlab.layer_selection import select_layers
 
-    method = canonical_method(method)
+    from .rules import rank_format
+    from .selectors import format_for
+
+    fmt = rank_format(method)
     try:
         target_f = float(target)
     except (TypeError, ValueError):
@@ -470,25 +333,38 @@ def solve_budget(
     ):
         raise ValueError(f"multiple_of must be a positive integer or None, got {multiple_of!r}")
     if max_candidates is None:
-        max_candidates = 24 if method in ("tt", "tt_tucker") else 512
+        max_candidates = 24 if fmt.name in ("tt", "tt_tucker") else 512
     if isinstance(max_candidates, bool) or int(max_candidates) < 2:
         raise ValueError(f"max_candidates must be an integer >= 2, got {max_candidates!r}")
     multiple_of = int(multiple_of) if multiple_of else None
-    if method == "lowrank":
-        include_linear = True
-
-    layers = _collect(model, method, skip, include_linear, skip_first, skip_pointwise, tuple(input_size))
-    total = float(metrics.count_params(model) if metric == "params" else metrics.count_macs(model, tuple(input_size)))
+    if layers is None:
+        layers = select_layers(model, skip=skip, include_linear=include_linear or fmt.kind == "linear",
+                               skip_first=skip_first, skip_pointwise=skip_pointwise, input_size=tuple(input_size),
+                               convs=fmt.kind != "linear")
+    chosen = []
+    for info in layers:
+        if info.calls == 0:
+            continue  # did not run: no cost to trade
+        orig_params, orig_macs = info.dense_cost()
+        w = _weight(info)
+        chosen.append(_Layer(info, format_for(info, fmt), orig_params, orig_macs, float(torch.sum(w.double() ** 2))))
+    if not chosen:
+        raise ValueError("no layer to compress: every nn.Conv2d / nn.Linear is skipped or unsupported")
+    total = float(layers.total_params if metric == "params" else layers.total_macs)
     cache: dict = {}
-    for layer in layers:
-        layer.ranks, layer.err = _candidates(layer, method, multiple_of, int(max_candidates))
-    layers = [layer for layer in layers if layer.ranks]  # no valid rank: stays dense
+
+    def cands(n):
+        return _dim_candidates(int(n), multiple_of, int(max_candidates))
+
+    for layer in chosen:
+        layer.ranks, layer.err = layer.fmt.budget_candidates(_weight(layer.info), cands)
+    layers = [layer for layer in chosen if layer.ranks]  # no valid rank: stays dense
     if not layers:
-        raise ValueError(f"no layer has a valid {method!r} rank with multiple_of={multiple_of}")
+        raise ValueError(f"no layer has a valid {fmt.name!r} rank with multiple_of={multiple_of}")
     for layer in layers:
         if error == "relative":
             layer.err = layer.err / max(layer.norm2, 1e-300)
-        layer.params, layer.macs = _cost_arrays(layer, method, cache)
+        layer.params, layer.macs = _cost_arrays(layer, cache)
 
     costs = [layer.params if metric == "params" else layer.macs for layer in layers]
     dense_cost = [float(layer.orig_params if metric == "params" else layer.orig_macs) for layer in layers]
@@ -549,7 +425,7 @@ def solve_budget(
         compressed += p if metric == "params" else m
         rel = e if error == "relative" else e / max(layer.norm2, 1e-300)
         report.append(
-            dict(name=layer.name, shape=layer.shape, rank=rank, params=int(p), macs=int(m),
+            dict(name=layer.name, shape=layer.info.weight_shape, rank=rank, params=int(p), macs=int(m),
                  original_params=int(layer.orig_params), original_macs=int(layer.orig_macs),
                  error=e, relative_error=rel)
         )

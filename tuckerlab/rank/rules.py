@@ -1,7 +1,7 @@
 """Rank rules: a weight in, the ranks of its factorized layer out.
 
 Three ways to read ranks off a weight, each also available as a *rank rule*
-``rule(name, module, method) -> rank`` for
+``rule(name, module, format_name) -> rank`` for
 :func:`tuckerlab.surgery.compress_model`:
 
 - :func:`evbmf_rank` / :func:`evbmf_rule`: the EVBMF rank of unfoldings of
@@ -10,25 +10,15 @@ Three ways to read ranks off a weight, each also available as a *rank rule*
   fraction of the squared singular values (the "energy") of each unfolding;
 - :func:`fixed_ratio`: a fixed fraction of every dimension ("half ranks").
 
-Rank formats follow the layers (weight ``(T, S, Kh, Kw)``):
-
-===============  =========================================  ==================
-method           rank                                       layer
-===============  =========================================  ==================
-``"tucker"``     ``(r_out, r_in)``                          ``TuckerConv2d``
-``"tt"``         ``(r1, r2, r3)`` of the weight as          ``TTConv2d``
-                 ``(S, Kh, Kw, T)``
-``"tt_tucker"``  ``((r_out, r_in), (r1, r2, r3))``, TT on   ``TTTuckerConv2d``
-                 the ``(r_in, Kh, Kw, r_out)`` core
-``"cp"``         ``int``                                    ``CPConv2d``
-(any)            ``int`` for an ``nn.Linear`` weight        ``LowRankLinear``
-===============  =========================================  ==================
-
-``"tucker2"`` is accepted for ``"tucker"``, ``"tensor_train"`` for ``"tt"``.
+Ranks are written as the formats of :mod:`tuckerlab.formats` write them
+(``(r_out, r_in)`` for ``"tucker2"``, ...). In the rules' ``method``
+argument, ``"tucker"`` is still read as Tucker-2 (with a deprecation
+warning): write ``"tucker2"``.
 
 Which unfoldings
 ----------------
-Tucker-2 ranks come from the mode-0 ``(T, S Kh Kw)`` and mode-1
+Each format reads its ranks off its own matrices
+(:meth:`tuckerlab.formats.Format.rule_rank`). Tucker-2 ranks come from the mode-0 ``(T, S Kh Kw)`` and mode-1
 ``(S, T Kh Kw)`` unfoldings. TT ranks come from the *sequential* unfoldings
 of TT-SVD (Oseledets, 2011): ``r1`` from the ``(S, Kh Kw T)`` unfolding, then
 the retained part ``diag(s) V^T`` (``r1`` rows) is reshaped to
@@ -72,18 +62,21 @@ I. V. Oseledets, "Tensor-train decomposition", SIAM J. Sci. Comput.
 
 from __future__ import annotations
 
-import math
+import warnings
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from tuckerlab.formats import Format, get_format
+
 from .evbmf import _evbmf_scalars
 
 __all__ = [
     "METHODS",
     "canonical_method",
+    "rank_format",
     "evbmf_rank",
     "evbmf_rule",
     "energy_rank",
@@ -92,47 +85,51 @@ __all__ = [
     "fixed_ratio_rank",
 ]
 
-#: Canonical method names and their accepted spellings.
-METHODS = {
-    "tucker": ("tucker", "tucker2", "tucker-2", "tucker_2"),
-    "tt": ("tt", "tensor_train", "tensor-train", "tensortrain"),
-    "tt_tucker": ("tt_tucker", "tt-tucker", "tttucker", "tucker_tt"),
-    "cp": ("cp", "cpd", "parafac"),
-    "lowrank": ("lowrank", "low_rank", "low-rank", "svd", "linear"),
-}
-_ALIASES = {alias: canon for canon, names in METHODS.items() for alias in names}
+#: Formats with rank rules, by name (the old spellings are accepted with a warning by :func:`canonical_method`).
+METHODS = ("tucker2", "tt", "tt_tucker", "cp", "lowrank")
 
 RankRule = Callable[[str, nn.Module, str], object]
 
 
-def canonical_method(method: str) -> str:
-    """The canonical name of a decomposition method.
+def rank_format(method) -> Format:
+    """The format a rank rule is asked for.
 
-    Parameters
-    ----------
-    method : str
-        ``"tucker"`` (or ``"tucker2"``), ``"tt"`` (or ``"tensor_train"``),
-        ``"tt_tucker"``, ``"cp"`` or ``"lowrank"`` (``"svd"``), any case.
+    ``"tucker"`` meant Tucker-2 in the rank rules of earlier versions; it is
+    still read so, with a ``DeprecationWarning`` (``"tucker"`` is full Tucker
+    everywhere else). Other old spellings (``"svd"``, ``"tensor_train"``,
+    ...) are accepted with a warning too.
+    """
+    if isinstance(method, Format):
+        return method
+    if isinstance(method, str) and method.lower() == "tucker":
+        warnings.warn("method 'tucker' in rank rules means Tucker-2: write 'tucker2'", DeprecationWarning,
+                      stacklevel=3)
+        return get_format("tucker2")
+    fmt = get_format(method.lower() if isinstance(method, str) else method, old_spellings=True)
+    if fmt.name not in METHODS:
+        raise ValueError(f"method={method!r}: rank rules know {', '.join(map(repr, METHODS))}")
+    return fmt
+
+
+def canonical_method(method: str) -> str:
+    """The format name of a decomposition method, old spellings accepted (see :func:`rank_format`).
 
     Returns
     -------
     str
-        One of ``"tucker"``, ``"tt"``, ``"tt_tucker"``, ``"cp"``, ``"lowrank"``.
+        One of ``"tucker2"``, ``"tt"``, ``"tt_tucker"``, ``"cp"``, ``"lowrank"``.
     """
-    key = str(method).lower() if isinstance(method, str) else None
-    if key not in _ALIASES:
-        raise ValueError(f"method must be one of {sorted(_ALIASES)}, got {method!r}")
-    return _ALIASES[key]
+    return rank_format(method).name
 
 
 # --------------------------------------------------------------------- checks
-def _check_weight(weight, method: str) -> torch.Tensor:
+def _check_weight(weight, fmt: Format) -> torch.Tensor:
     if isinstance(weight, nn.Parameter):
         weight = weight.detach()
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     weight = weight.detach()
-    if method == "lowrank":
+    if fmt.kind == "linear":
         if weight.ndim not in (2, 4):
             raise ValueError(
                 f"weight must be a 2-D linear or 4-D conv weight for method 'lowrank', got shape {tuple(weight.shape)}"
@@ -167,59 +164,30 @@ def _check_min_rank(min_rank) -> int:
     return int(min_rank)
 
 
-# ------------------------------------------------------------ the unfoldings
-def _unfold(w: torch.Tensor, mode: int) -> torch.Tensor:
-    return w.movedim(mode, 0).reshape(w.shape[mode], -1)
+# ------------------------------------------------------- spectral selectors
+class _EVBMFSelector:
+    """The EVBMF rank of a matrix, weakened towards full rank (a spectral selector, see ``formats._spectra``)."""
 
-
-def _clip(r: int, full: int, min_rank: int) -> int:
-    return int(min(max(int(r), min_rank), full))
-
-
-def _tt_feasible(ranks, dims) -> tuple[int, ...]:
-    """Largest TT ranks ``<= ranks`` that a tensor of shape ``dims`` can have.
-
-    Core ``k`` is ``(r_k, n_k, r_{k+1})`` with ``r_0 = r_d = 1``; a rank is
-    reachable only if ``r_{k+1} <= r_k n_k`` and ``r_k <= n_k r_{k+1}``.
-    """
-    r = [1, *(max(1, int(x)) for x in ranks), 1]
-    n = [int(d) for d in dims]
-    changed = True
-    while changed:
-        changed = False
-        for k in range(1, len(r) - 1):
-            cap = min(r[k - 1] * n[k - 1], n[k] * r[k + 1])
-            if r[k] > cap:
-                r[k], changed = cap, True
-    return tuple(r[1:-1])
-
-
-class _Selector:
-    """Turns the singular values of one matrix into a rank (before clipping)."""
-
-    def __call__(self, s: np.ndarray, shape: tuple[int, int], norm2: float) -> int:  # pragma: no cover
-        raise NotImplementedError
-
-
-class _EVBMFSelector(_Selector):
     def __init__(self, weakening: float, sigma2: float | None = None) -> None:
         self.weakening = weakening
         self.sigma2 = sigma2
-        self.last_sigma2: float | None = None
+        self.last_noise: float | None = None
 
-    def fixed(self, sigma2: float | None) -> "_EVBMFSelector":
+    def with_noise(self, sigma2: float | None) -> "_EVBMFSelector":
         """The same selector with the noise variance given (not estimated)."""
         return _EVBMFSelector(self.weakening, sigma2)
 
     def __call__(self, s, shape, norm2):
         rank, sigma2 = _evbmf_scalars(s, norm2, shape, self.sigma2, None)[:2]
-        self.last_sigma2 = sigma2
+        self.last_noise = sigma2
         full = min(shape)
         # weakening w: r = full - w (full - r_EVBMF); w = 1 is plain EVBMF.
         return int(round(full - self.weakening * (full - rank)))
 
 
-class _EnergySelector(_Selector):
+class _EnergySelector:
+    """The smallest rank keeping a fraction of the squared singular values."""
+
     def __init__(self, energy: float) -> None:
         self.energy = energy
 
@@ -232,114 +200,18 @@ class _EnergySelector(_Selector):
         return int(np.searchsorted(e, self.energy * e[-1] * (1 - 1e-12)) + 1)
 
 
-class _RatioSelector(_Selector):
-    def __init__(self, ratio: float) -> None:
-        self.ratio = ratio
-
-    def __call__(self, s, shape, norm2):
-        return max(1, int(round(self.ratio * min(shape))))
-
-
-def _svals(m: torch.Tensor) -> tuple[np.ndarray, float]:
-    s = torch.linalg.svdvals(m)
-    return s.detach().double().cpu().numpy(), float(torch.sum(m.double() ** 2))
-
-
-def _matrix_rank(m: torch.Tensor, select: _Selector, min_rank: int) -> int:
-    s, norm2 = _svals(m)
-    return _clip(select(s, tuple(m.shape), norm2), min(m.shape), min_rank)
-
-
-def _tucker_ranks(w: torch.Tensor, select: _Selector, min_rank: int, vectors: bool = False):
-    out = []
-    for mode in (0, 1):
-        m = _unfold(w, mode)
-        if vectors:
-            U, s_t, _ = torch.linalg.svd(m, full_matrices=False)
-            s, norm2 = s_t.detach().double().cpu().numpy(), float(torch.sum(m.double() ** 2))
-        else:
-            U = None
-            s, norm2 = _svals(m)
-        r = _clip(select(s, tuple(m.shape), norm2), min(m.shape), min_rank)
-        out.append((r, None if U is None else U[:, :r], getattr(select, "last_sigma2", None)))
-    return out
-
-
-def _tt_ranks(t: torch.Tensor, select: _Selector, min_rank: int) -> tuple[int, int, int]:
-    """Sequential TT-SVD ranks of a 4-way tensor.
-
-    With EVBMF the noise variance is estimated on the first unfolding only and
-    then kept: the later matrices are orthogonal projections of the tensor,
-    which carry i.i.d. noise of the same variance but have too few "noise"
-    singular values to estimate it again.
-    """
-    n = t.shape
-    c = t.reshape(n[0], -1)
-    ranks = []
-    for k in range(3):
-        _, s_t, vh = torch.linalg.svd(c, full_matrices=False)
-        s = s_t.detach().double().cpu().numpy()
-        r = _clip(select(s, tuple(c.shape), float(torch.sum(c.double() ** 2))), min(c.shape), min_rank)
-        if isinstance(select, _EVBMFSelector) and select.sigma2 is None:
-            select = select.fixed(select.last_sigma2)
-        ranks.append(r)
-        c = (s_t[:r, None] * vh[:r]).reshape(r * n[k + 1], -1)
-    # a small later rank caps the earlier ones (r_k <= n_k r_{k+1})
-    return _tt_feasible(ranks, n)
-
-
-def _ratio_ranks(shape, method: str, ratio: float, min_rank: int):
-    """Fixed-ratio ranks from the shape alone (no SVD needed)."""
-
-    def r(full: int) -> int:
-        return _clip(max(1, int(round(ratio * full))), full, min_rank)
-
-    def tt(n) -> tuple[int, int, int]:
-        # ratio times the largest rank of each bond, min(n_0..n_k, n_(k+1)..n_3)
-        ranks = [r(min(math.prod(n[: k + 1]), math.prod(n[k + 1:]))) for k in range(3)]
-        return _tt_feasible(ranks, n)
-
-    if len(shape) == 2 or method == "lowrank":
-        return r(min(shape[0], math.prod(shape[1:])))
-    t, s, kh, kw = shape
-    if method == "tucker":
-        return (r(t), r(s))
-    if method == "cp":
-        return r(max(t, s))
-    if method == "tt":
-        return tt((s, kh, kw, t))
-    r_out, r_in = r(t), r(s)
-    return ((r_out, r_in), tt((r_in, kh, kw, r_out)))
-
-
-def _ranks(weight, method: str, select: _Selector, min_rank: int):
-    method = canonical_method(method)
-    w = _check_weight(weight, method)
-    if isinstance(select, _RatioSelector):
-        return _ratio_ranks(tuple(w.shape), method, select.ratio, min_rank)
-    if w.ndim == 2 or method == "lowrank":
-        return _matrix_rank(w.reshape(w.shape[0], -1), select, min_rank)
-    if method == "tucker":
-        (r_out, *_), (r_in, *_) = _tucker_ranks(w, select, min_rank)
-        return (r_out, r_in)
-    if method == "cp":
-        (r_out, *_), (r_in, *_) = _tucker_ranks(w, select, min_rank)
-        return max(r_out, r_in)
-    if method == "tt":
-        return _tt_ranks(w.permute(1, 2, 3, 0), select, min_rank)
-    # tt_tucker
-    (r_out, u_out, s0), (r_in, u_in, s1) = _tucker_ranks(w, select, min_rank, vectors=True)
-    sig = (s0, s1)
-    core = torch.einsum("tshw,ta,sb->abhw", w, u_out, u_in)
-    if isinstance(select, _EVBMFSelector):
-        # the core is an orthogonal projection of W: same noise variance as W,
-        # taken as the mean of the two unfoldings' estimates
-        select = select.fixed(0.5 * (sig[0] + sig[1]))
-    return ((r_out, r_in), _tt_ranks(core.permute(1, 2, 3, 0), select, min_rank))
+def _ranks(weight, method, select, min_rank: int, ratio: float | None = None):
+    fmt = rank_format(method)
+    w = _check_weight(weight, fmt)
+    if w.ndim == 2:
+        fmt = get_format("lowrank")
+    if ratio is not None:
+        return fmt.ratio_rank(tuple(w.shape), ratio, min_rank)
+    return fmt.rule_rank(w, select, min_rank)
 
 
 # ----------------------------------------------------------------- EVBMF ranks
-def evbmf_rank(weight, method: str = "tucker", weakening: float = 1.0, min_rank: int = 1):
+def evbmf_rank(weight, method: str = "tucker2", weakening: float = 1.0, min_rank: int = 1):
     """Ranks of a layer from EVBMF of the unfoldings of its weight.
 
     Parameters
@@ -347,8 +219,8 @@ def evbmf_rank(weight, method: str = "tucker", weakening: float = 1.0, min_rank:
     weight : torch.Tensor
         A conv weight ``(T, S, Kh, Kw)`` or a linear weight ``(out, in)``, on
         any device.
-    method : str
-        ``"tucker"``, ``"tt"``, ``"tt_tucker"``, ``"cp"`` or ``"lowrank"``
+    method : str or Format
+        ``"tucker2"``, ``"tt"``, ``"tt_tucker"``, ``"cp"`` or ``"lowrank"``
         (see the module docstring for the unfoldings used).
     weakening : float
         ``w`` in ``[0, 1]``: each rank becomes ``round(full - w (full -
@@ -388,7 +260,7 @@ def evbmf_rank(weight, method: str = "tucker", weakening: float = 1.0, min_rank:
     return _ranks(weight, method, _EVBMFSelector(w_), _check_min_rank(min_rank))
 
 
-def energy_rank(weight, method: str = "tucker", energy: float = 0.9, min_rank: int = 1):
+def energy_rank(weight, method: str = "tucker2", energy: float = 0.9, min_rank: int = 1):
     """Smallest ranks keeping a fraction of the energy of each unfolding.
 
     For every unfolding (the same ones as :func:`evbmf_rank`) the rank is the
@@ -398,8 +270,8 @@ def energy_rank(weight, method: str = "tucker", energy: float = 0.9, min_rank: i
     ----------
     weight : torch.Tensor
         A conv weight ``(T, S, Kh, Kw)`` or a linear weight ``(out, in)``.
-    method : str
-        ``"tucker"``, ``"tt"``, ``"tt_tucker"``, ``"cp"`` or ``"lowrank"``.
+    method : str or Format
+        ``"tucker2"``, ``"tt"``, ``"tt_tucker"``, ``"cp"`` or ``"lowrank"``.
     energy : float
         Retained fraction of the squared Frobenius norm, in ``(0, 1]``.
     min_rank : int
@@ -418,7 +290,7 @@ def energy_rank(weight, method: str = "tucker", energy: float = 0.9, min_rank: i
     return _ranks(weight, method, _EnergySelector(_check_fraction(energy, "energy")), _check_min_rank(min_rank))
 
 
-def fixed_ratio_rank(weight, method: str = "tucker", ratio: float = 0.5, min_rank: int = 1):
+def fixed_ratio_rank(weight, method: str = "tucker2", ratio: float = 0.5, min_rank: int = 1):
     """Ranks that are a fixed fraction of each dimension.
 
     Every rank is ``max(min_rank, round(ratio * full))`` with ``full`` the
@@ -434,8 +306,8 @@ def fixed_ratio_rank(weight, method: str = "tucker", ratio: float = 0.5, min_ran
     ----------
     weight : torch.Tensor
         A conv or linear weight (only its shape is used).
-    method : str
-        ``"tucker"``, ``"tt"``, ``"tt_tucker"``, ``"cp"`` or ``"lowrank"``.
+    method : str or Format
+        ``"tucker2"``, ``"tt"``, ``"tt_tucker"``, ``"cp"`` or ``"lowrank"``.
     ratio : float
         Fraction in ``(0, 1]``.
     min_rank : int
@@ -447,7 +319,7 @@ def fixed_ratio_rank(weight, method: str = "tucker", ratio: float = 0.5, min_ran
         The rank in the format of ``method``.
     """
     ratio = _check_fraction(ratio, "ratio")
-    return _ranks(weight, method, _RatioSelector(ratio), _check_min_rank(min_rank))
+    return _ranks(weight, method, None, _check_min_rank(min_rank), ratio=ratio)
 
 
 # ----------------------------------------------------------------------- rules
@@ -497,24 +369,9 @@ def evbmf_rule(weakening: float = 1.0, min_rank: int = 1) -> RankRule:
 
 
 def energy_rule(energy: float = 0.9, min_rank: int = 1) -> RankRule:
-    """Rank rule giving :func:`energy_rank` of each layer.
+    """Rank rule giving :func:`energy_rank` of each layer (``energy`` in ``(0, 1]``, checked now).
 
-    Parameters
-    ----------
-    energy : float
-        Retained energy in ``(0, 1]``.
-    min_rank : int
-        Lower bound for every rank.
-
-    Returns
-    -------
-    callable
-        ``rule(name, module, method)``; ``None`` for modules it cannot rank.
-
-    Raises
-    ------
-    ValueError
-        If ``energy`` is outside ``(0, 1]``.
+    Returns ``rule(name, module, format_name)``, None for modules it cannot rank.
     """
     energy = _check_fraction(energy, "energy")
     _check_min_rank(min_rank)
@@ -523,31 +380,17 @@ def energy_rule(energy: float = 0.9, min_rank: int = 1) -> RankRule:
 
 
 def fixed_ratio(ratio: float, min_rank: int = 1) -> RankRule:
-    """Rank rule keeping a fixed fraction of every dimension ("half ranks").
+    """Rank rule keeping a fixed fraction of every dimension ("half ranks"), :func:`fixed_ratio_rank` per layer.
 
-    Parameters
-    ----------
-    ratio : float
-        Fraction in ``(0, 1]``; each rank is ``max(min_rank, round(ratio *
-        full))`` (see :func:`fixed_ratio_rank` for ``full``).
-    min_rank : int
-        Lower bound for every rank.
-
-    Returns
-    -------
-    callable
-        ``rule(name, module, method)``; ``None`` for modules it cannot rank.
-
-    Raises
-    ------
-    ValueError
-        If ``ratio`` is outside ``(0, 1]``.
+    ``ratio`` in ``(0, 1]`` is checked now; each rank is ``max(min_rank,
+    round(ratio * full))``. Returns ``rule(name, module, format_name)``, None
+    for modules it cannot rank.
 
     Examples
     --------
     >>> from torch import nn
     >>> from tuckerlab.rank import fixed_ratio
-    >>> fixed_ratio(0.5)("conv", nn.Conv2d(16, 32, 3), "tucker")
+    >>> fixed_ratio(0.5)("conv", nn.Conv2d(16, 32, 3), "tucker2")
     (16, 8)
     """
     ratio = _check_fraction(ratio, "ratio")

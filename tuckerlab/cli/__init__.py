@@ -1,0 +1,82 @@
+"""The ``tuckerlab`` command: train, compress, evaluate and inspect models, and run the methods.
+
+Every sub-command that produces numbers writes ``results.json`` (the numbers
+and their provenance, see :mod:`tuckerlab.results`) into its output folder.
+Each command lives in its own module with a ``register(subparsers)``
+function; the command line only parses and prints, the library does the
+work and holds the defaults.
+
+Examples
+--------
+.. code-block:: bash
+
+    tuckerlab train    --model resnet20 --data cifar10-subset --epochs 15 --out runs/r20
+    tuckerlab compress runs/r20/model.pt --format tucker2 --rank evbmf --finetune-epochs 5
+    tuckerlab evaluate runs/r20-tucker2/model.pt
+    tuckerlab admm     --model resnet32 --format tt --rank params:0.33 --epochs 200 --finetune-epochs 200
+    tuckerlab info     --model resnet56
+    tuckerlab demo
+
+``--plugins MODULE[,MODULE]`` imports modules first, so that formats and
+rank selectors they register can be named on the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from . import admm, lc, train
+
+__all__ = ["main", "build_parser"]
+
+#: The modules that add sub-commands, in the order of ``tuckerlab --help``.
+COMMANDS = (train, lc, admm)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tuckerlab`` command."""
+    from tuckerlab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tuckerlab",
+        description="Compress convolutional networks by tensor decomposition.",
+    )
+    parser.add_argument("--version", action="version", version=f"tuckerlab {__version__}")
+    parser.add_argument("--plugins", default=os.environ.get("TUCKERLAB_PLUGINS"),
+                        help="modules to import first (comma-separated), e.g. ones registering formats or rank "
+                             "selectors (default $TUCKERLAB_PLUGINS)")
+    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def _load_plugins(argv: Sequence[str] | None) -> None:
+    """Import the ``--plugins`` modules before the parser is built (their formats become choices)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = os.environ.get("TUCKERLAB_PLUGINS", "")
+    for i, arg in enumerate(argv):
+        if arg == "--plugins" and i + 1 < len(argv):
+            names = argv[i + 1]
+        elif arg.startswith("--plugins="):
+            names = arg.split("=", 1)[1]
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise SystemExit(f"tuckerlab: error: --plugins {name!r} cannot be imported: {err}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tuckerlab`` and ``python -m tuckerlab``."""
+    _load_plugins(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"tuckerlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
