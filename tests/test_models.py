@@ -143,3 +143,72 @@ def test_zero_init_residual():
     assert all(b.bn2.weight.abs().sum() == 0 for b in model.layer1)
     model = get_model("resnet18", zero_init_residual=True)
     assert model.layer4[1].bn2.weight.abs().sum() == 0
+
+
+# ---------------------------------------------------------------- torchvision models
+def test_torchvision_models_by_name():
+    import torchvision
+
+    from tuckerlab.models import list_torchvision_models
+
+    assert "resnet50" in list_torchvision_models() and "mobilenet_v2" in list_torchvision_models()
+    torch.manual_seed(0)
+    model = get_model("torchvision:resnet18", num_classes=10)
+    assert isinstance(model, torchvision.models.ResNet)
+    assert n_params(model) == n_params(torchvision.models.resnet18(num_classes=10))
+    grey = get_model("torchvision:mobilenet_v2", num_classes=7, in_channels=1).eval()
+    with torch.no_grad():
+        assert grey(torch.randn(2, 1, 64, 64)).shape == (2, 7)
+    with pytest.raises(ValueError, match=r"unknown torchvision model 'resnet5' \(did you mean .*'resnet50'"):
+        get_model("torchvision:resnet5")
+    with pytest.raises(ValueError, match="pretrained weights exist only for torchvision models"):
+        get_model("resnet20", pretrained=True)
+    with pytest.raises(ValueError, match="pretrained must be True, False or one of 'IMAGENET1K_V1', 'DEFAULT'"):
+        get_model("torchvision:resnet18", pretrained="imagenet")
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch cache and no network: downloads fail at once."""
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(url, dst, *a, **k):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path
+
+
+def test_pretrained_offline_says_which_file_to_put_where(torch_home):
+    from tuckerlab.models import WeightsUnavailableError
+
+    with pytest.raises(WeightsUnavailableError, match=r"resnet18 .*URLError.*network is unreachable.*"
+                       r"https://download.pytorch.org/models/resnet18-f37072fd.pth to "
+                       rf"{torch_home}/hub/checkpoints/resnet18-f37072fd.pth .*pretrained=False"):
+        get_model("torchvision:resnet18", pretrained=True)
+
+
+def test_pretrained_weights_from_the_cache_and_adapted(torch_home):
+    """Weights already in torch's cache (as after a download) load; head and first conv adapt."""
+    import torchvision
+
+    torch.manual_seed(1)
+    ref = torchvision.models.resnet18()
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(ref.state_dict(), torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+
+    same = get_model("torchvision:resnet18", num_classes=1000, pretrained=True)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, same.state_dict()[k]), k
+    small = get_model("torchvision:resnet18", num_classes=10, in_channels=1, pretrained=True).eval()
+    assert small.fc.weight.shape == (10, 512)  # a fresh classifier for 10 classes
+    assert torch.equal(small.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
+    # the grey first convolution on a grey image = the RGB one on that image copied to 3 channels
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(small.conv1(x), ref.conv1(x.expand(-1, 3, -1, -1)))
+    # the architecture is the one get_model builds without weights (what load_model rebuilds)
+    plain = get_model("torchvision:resnet18", num_classes=10, in_channels=1)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in small.state_dict().items()}

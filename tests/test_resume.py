@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from tiny import single_thread, tiny_data
 import torch
 from torch import nn
 
-from tuckerlab.train import CHECKPOINT_NAME, Callback, IncompatibleCheckpointError, Trainer, load_checkpoint
+from tuckerlab.train import CHECKPOINT_NAME, Callback, IncompatibleCheckpointError, TrainConfig, Trainer, load_checkpoint
 
 EPOCHS = 5
 TIMING = ("time", "train_time")
@@ -137,6 +138,17 @@ def test_keyboard_interrupt_then_resume_is_exact(tmp_path, reference, one_thread
     assert resumed.resumed_from == 2
     assert_same_run(reference, resumed)
 
+    # the wall time of both parts is kept: the crashed part up to its last checkpoint
+    first, second = resumed.history.segments
+    assert (first["start_epoch"], first["end_epoch"], second["start_epoch"], second["end_epoch"]) == (0, 2, 2, EPOCHS)
+    assert not first["estimated"] and first["world_size"] == second["world_size"] == 1
+    assert first["wall_time_s"] >= sum(resumed.history.time[:2]) > 0
+    assert second["wall_time_s"] >= sum(resumed.history.time[2:]) > 0
+    assert resumed.wall_time_s == resumed.history.wall_time_s == first["wall_time_s"] + second["wall_time_s"]
+    on_disk = load_checkpoint(tmp_path / CHECKPOINT_NAME)["segments"]
+    assert on_disk[0] == first and on_disk[1]["end_epoch"] == EPOCHS
+    assert sum(resumed.history.time[2:]) <= on_disk[1]["wall_time_s"] <= second["wall_time_s"]  # to its last save
+
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_killed_process_then_resume_is_exact(tmp_path, reference, one_thread):
@@ -200,6 +212,35 @@ def test_incompatible_resume_says_what_differs(tmp_path):
                     resume=False, device="cpu", progress=False)
     fresh.fit()
     assert fresh.resumed_from is None and load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 1
+
+
+def test_checkpoint_written_before_trainconfig_resumes(tmp_path, one_thread):
+    """A checkpoint of the engine that took 26 keyword arguments (tests/fixtures) resumes unchanged.
+
+    The fingerprint of the same settings is the same, through keywords and
+    through a TrainConfig, and the resumed run ends where the old engine's
+    uninterrupted run ended.
+    """
+    from fixtures import main_checkpoint as fx
+
+    saved = load_checkpoint(fx.FILE)
+    assert saved["epoch"] == fx.INTERRUPTED_AFTER
+    shutil.copyfile(fx.FILE, tmp_path / CHECKPOINT_NAME)
+    resumed = fx.make_trainer(tmp_path)
+    assert resumed.args_hash == saved["args_hash"]
+    config = TrainConfig(**fx.SETTINGS, callbacks=[fx.Interrupt()], checkpoint_dir=tmp_path)
+    assert Trainer(fx.FixtureNet(), tiny_data(), config).args_hash == saved["args_hash"]
+
+    resumed.fit()
+    assert resumed.resumed_from == fx.INTERRUPTED_AFTER and resumed.epoch == fx.SETTINGS["epochs"]
+    assert resumed.history.epoch == [1, 2, 3, 4] and resumed.history.train_loss[:2] == saved["history"]["train_loss"]
+    final = torch.load(fx.FINAL, weights_only=True)
+    for k, v in resumed.model.state_dict().items():
+        torch.testing.assert_close(v, final[k], msg=k)
+    # the old checkpoint kept no wall time: its part is the sum of its epochs' times, marked as such
+    old, new = resumed.history.segments
+    assert old["estimated"] and old["wall_time_s"] == pytest.approx(sum(saved["history"]["time"]))
+    assert not new["estimated"] and (new["start_epoch"], new["end_epoch"]) == (2, 4)
 
 
 def test_early_stop_is_remembered(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -10,7 +11,19 @@ import torch
 from torch import nn
 
 from tuckerlab.data import ImageDataset
-from tuckerlab.train import SCHEDULES, Callback, History, Trainer, evaluate, fit, make_schedule
+from tuckerlab.train import (
+    CHECKPOINT_NAME,
+    SCHEDULES,
+    Callback,
+    History,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    evaluate,
+    fit,
+    load_checkpoint,
+    make_schedule,
+)
 from tuckerlab.train.schedules import Cosine, ExpCyclic, OneCycle, StepDecay
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -200,6 +213,106 @@ def test_one_host_sync_per_epoch(monkeypatch):
         trainer.fit()
         counts.append(calls["n"])
     assert counts[0] == counts[1] <= 2
+
+
+@pytest.mark.parametrize(
+    "setting, value, accepted",
+    [
+        ("lr", math.nan, "a finite number > 0"),
+        ("lr", 0.0, "a finite number > 0"),
+        ("lr", math.inf, "a finite number > 0"),
+        ("batch_size", 0, "an integer >= 1"),
+        ("batch_size", 16.0, "an integer >= 1"),
+        ("epochs", -1, "an integer >= 0"),
+        ("momentum", 1.0, r"a number in \[0, 1\)"),
+        ("momentum", -0.1, r"a number in \[0, 1\)"),
+        ("label_smoothing", 1.0, r"a number in \[0, 1\)"),
+        ("weight_decay", -1e-4, "a finite number >= 0"),
+        ("seed", -1, "an integer >= 0"),
+        ("eval_every", -1, "an integer >= 0"),
+        ("max_steps_per_epoch", 0, "an integer >= 1 or None"),
+        ("nesterov", "yes", "True or False"),
+        ("amp", "int8", "'bf16', 'fp16'"),
+        ("compile", "fastest", "a mode in"),
+        ("device", "gpu0", "a device string"),
+        ("checkpoint_dir", "", "a non-empty path"),
+        ("callbacks", [print], "a tuckerlab.train.Callback"),
+        ("optimizer", "sgd", "a torch.optim.Optimizer"),
+    ],
+)
+def test_settings_are_validated_with_the_field_the_value_and_what_is_accepted(setting, value, accepted):
+    settings = {"epochs": 1, setting: value}
+    with pytest.raises(ValueError, match=rf"^{setting}(\[0\])? must be .*{accepted}.*, got {re.escape(repr(value if setting != 'callbacks' else value[0]))}"):
+        TrainConfig(**settings)
+    with pytest.raises(ValueError, match=rf"^{setting}"):  # before anything runs
+        fit(tiny_model(), tiny_data(), **{**QUICK, **settings})
+
+
+def test_schedule_settings_are_checked_by_the_config():
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        TrainConfig(epochs=1, schedule="linear")
+    with pytest.raises(ValueError, match=r"unknown schedule_kwargs \['gama'\]"):
+        TrainConfig(epochs=1, schedule="step", schedule_kwargs={"gama": 0.1})
+
+
+def test_unknown_or_missing_settings_are_type_errors():
+    with pytest.raises(TypeError, match=r"'lrr' \(did you mean 'lr'\?\)"):
+        fit(tiny_model(), tiny_data(), epochs=1, lrr=0.1)
+    with pytest.raises(TypeError, match="epochs"):
+        fit(tiny_model(), tiny_data(), lr=0.1)
+    with pytest.raises(TypeError, match="config must be"):
+        fit(tiny_model(), tiny_data(), {"epochs": 1})
+
+
+def test_config_and_keywords_are_the_same_run():
+    data = tiny_data()
+    a, b, c = tiny_model(), tiny_model(), tiny_model()
+    ha = fit(a, data, epochs=2, schedule="onecycle", **QUICK)
+    cfg = TrainConfig(epochs=2, schedule="onecycle", **QUICK)
+    hb = fit(b, data, cfg)
+    hc = fit(c, data, cfg.replace(lr=1.0), lr=QUICK["lr"])  # keywords override the config
+    for m in (b, c):
+        for k, v in a.state_dict().items():
+            assert torch.equal(v, m.state_dict()[k]), k
+    assert ha.train_loss == hb.train_loss == hc.train_loss
+    assert cfg.lr == QUICK["lr"] and cfg.replace(lr=1.0).lr == 1.0  # configs are immutable
+    t = Trainer(tiny_model(), data, cfg, epochs=3)
+    assert t.config.epochs == 3 and t.epochs == 3 and t.config.schedule == "onecycle"
+
+
+def test_labels_outside_the_classes_are_refused_before_training():
+    data = tiny_data()  # 4 classes
+    model = tiny_model(classes=2)
+    before = model.fc.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"model outputs 2 logits per image but the labels go up to 3 .*num_classes=4"):
+        fit(model, data, epochs=1, **QUICK)
+    assert torch.equal(model.fc.weight, before)
+    bad = tiny_data()
+    bad.y_train[5] = 4
+    with pytest.raises(ValueError, match=r"labels of the train split must lie in \[0, 4\) .* from 0 to 4"):
+        fit(tiny_model(), bad, epochs=1, **QUICK)
+    bad = tiny_data()
+    bad.y_test[0] = -1
+    with pytest.raises(ValueError, match=r"labels of the test split .* from -1 to 3"):
+        Trainer(tiny_model(), bad, epochs=1, **QUICK)
+
+
+def test_divergence_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged) as info:
+        fit(tiny_model(), tiny_data(), epochs=10, lr=1e3, batch_size=16, progress=False, device="cpu",
+            checkpoint_dir=tmp_path)
+    err = info.value
+    assert isinstance(err, ValueError) and err.epoch >= 2  # the first epochs survive lr=1e3
+    assert f"training diverged in epoch {err.epoch} of 10" in str(err)
+    assert err.last_good_epoch == err.epoch - 1 and err.checkpoint == tmp_path / CHECKPOINT_NAME
+    assert f"last good checkpoint is {err.checkpoint} (after epoch {err.epoch - 1})" in str(err)
+    saved = load_checkpoint(err.checkpoint)
+    assert saved["epoch"] == err.epoch - 1 and len(saved["history"]["epoch"]) == err.epoch - 1
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    # without a checkpoint directory the message says there is none
+    with pytest.raises(TrainingDiverged, match=r"diverged in epoch \d+ of 10 .*checkpoint_dir=None") as info:
+        fit(tiny_model(), tiny_data(), epochs=10, lr=1e3, batch_size=16, progress=False, device="cpu")
+    assert info.value.checkpoint is None and info.value.last_good_epoch is None
 
 
 def test_batch_size_larger_than_data_is_an_error():

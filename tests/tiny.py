@@ -1,4 +1,4 @@
-"""Small shared test helpers: a tiny learnable data set and a one-thread context."""
+"""Small shared test helpers: tiny learnable data (in memory and as an image folder), a one-thread context, a crash."""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +6,18 @@ import contextlib
 import torch
 
 from tuckerlab.data import ImageDataset
+from tuckerlab.train import Callback
+
+
+class Interrupt(Callback):
+    """Simulates a crash: KeyboardInterrupt at the end of 0-based epoch ``at``, before it is saved."""
+
+    def __init__(self, at=None):
+        self.at = at
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.at is not None and epoch == self.at:
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -32,3 +44,32 @@ def tiny_data(n_train=64, n_test=32, classes=4, size=8, seed=0) -> ImageDataset:
 
     (xa, ya), (xb, yb) = make(n_train), make(n_test)
     return ImageDataset("tiny", xa, ya, xb, yb, tuple(map(str, range(classes))), (0.3, 0.2, 0.2), (0.25, 0.2, 0.2))
+
+
+def make_image_folder(root, n_train=60, n_val=16, classes=4, seed=0):
+    """A folder ``root/{train,val}/<class>/*.png`` of small images whose dominant colour is the class.
+
+    Sizes vary (24 to 47 pixels a side) so that resizing and cropping are
+    exercised; some images are greyscale (``L``) and are read back as RGB.
+    Returns ``root``.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])[:classes]
+    root = Path(root)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in range(classes):
+            folder = root / split / f"class_{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = rng.integers(24, 48, size=2)
+                x = rng.integers(0, 96, size=(h, w, 3)) + 128 * colours[c]
+                img = Image.fromarray(x.clip(0, 255).astype(np.uint8))
+                if i % 10 == 9:
+                    img = img.convert("L")
+                img.save(folder / f"{i:03d}.png")
+    return root

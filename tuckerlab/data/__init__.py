@@ -1,9 +1,13 @@
-"""Image data sets held in memory as uint8 tensors, and batched augmentation.
+"""Image data sets: held in memory as uint8 tensors, or streamed from disk.
 
 :func:`load_dataset` returns an :class:`ImageDataset` whose tensors can be
 moved to the GPU once; :func:`random_crop_flip` and :func:`normalize` then
 prepare each batch there. A subset of CIFAR-10 ships with the package, so
-everything also works offline.
+everything also works offline. Data sets too large for memory (ImageNet, a
+user's image folders: ``load_dataset("imagefolder:PATH")``) are a
+:class:`StreamingDataset`, decoded and augmented batch by batch by the
+workers of a DataLoader (:meth:`ImageDataset.streaming` sends an in-memory
+data set the same way).
 
 Examples
 --------
@@ -24,6 +28,7 @@ Benchmarking Machine Learning Algorithms", arXiv:1708.07747, 2017.
 
 from ._augment import normalize, random_crop_flip
 from ._dataset import DatasetNotAvailableError, ImageDataset
+from ._stream import IMAGENET_MEAN, IMAGENET_STD, StreamingDataset, image_folder, imagenet_transforms
 from ._sources import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -40,6 +45,11 @@ __all__ = [
     "list_datasets",
     "default_root",
     "ImageDataset",
+    "StreamingDataset",
+    "image_folder",
+    "imagenet_transforms",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "DatasetNotAvailableError",
     "normalize",
     "random_crop_flip",

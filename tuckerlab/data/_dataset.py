@@ -8,6 +8,8 @@ from typing import Sequence
 
 import torch
 
+from ._stream import StreamingDataset
+
 __all__ = ["ImageDataset", "DatasetNotAvailableError"]
 
 
@@ -149,6 +151,30 @@ class ImageDataset:
         """``(C, H, W)`` of one image."""
         return tuple(self.x_train.shape[1:])
 
+    def num_images(self, split: str) -> int:
+        """Images in ``split`` (``"train"`` or ``"test"``); :class:`StreamingDataset` answers the same."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return getattr(self, f"x_{split}").shape[0]
+
+    def take(self, split: str, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of ``split`` at ``indices``, not augmented.
+
+        The same call on a :class:`StreamingDataset` decodes them, so code
+        that needs a few images (calibration, rank selection) serves both.
+
+        Returns
+        -------
+        x : torch.Tensor
+            uint8 ``(len(indices), C, H, W)``.
+        y : torch.Tensor
+            int64 ``(len(indices),)``.
+        """
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return getattr(self, f"x_{split}")[idx], getattr(self, f"y_{split}")[idx]
+
     @property
     def device(self) -> torch.device:
         """Device of the tensors."""
@@ -239,16 +265,59 @@ class ImageDataset:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if augment is None:
             augment = split == "train"
-        _, h, w = self.image_shape
-        steps = []
-        if augment:
-            steps += [v2.RandomCrop((h, w), padding=4, fill=0), v2.RandomHorizontalFlip()]
+        steps = [self._crop_flip()] if augment else []
         steps += [
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(list(self.mean), list(self.std)),
         ]
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
         return _TensorImageDataset(x, y, v2.Compose(steps))
+
+    def _crop_flip(self):
+        """Per-image random crop (4 pixels of zero padding) and flip, uint8 in and out."""
+        from torchvision.transforms import v2
+
+        _, h, w = self.image_shape
+        return v2.Compose([v2.RandomCrop((h, w), padding=4, fill=0), v2.RandomHorizontalFlip()])
+
+    def streaming(
+        self, num_workers: int | None = None, pin_memory: bool | None = None, prefetch_factor: int | None = None
+    ) -> StreamingDataset:
+        """This data set served image by image through a DataLoader.
+
+        The path large data sets take (:class:`StreamingDataset`), for data
+        that would fit in memory: to compare the two paths, or to train on
+        a machine whose accelerator cannot hold the images. Training
+        images get the augmentation of the resident path (random crop with
+        4 pixels of zero padding and horizontal flip), drawn per image by
+        the DataLoader's workers; evaluation images are used as they are.
+
+        Parameters
+        ----------
+        num_workers, pin_memory, prefetch_factor
+            See :class:`StreamingDataset`.
+
+        Returns
+        -------
+        StreamingDataset
+            Same name, classes and statistics; its items share this data
+            set's tensors (keep them on the CPU when using workers).
+        """
+        return StreamingDataset(
+            name=self.name,
+            splits={"train": _TensorImageDataset(self.x_train, self.y_train, None),
+                    "test": _TensorImageDataset(self.x_test, self.y_test, None)},
+            targets={"train": self.y_train.cpu(), "test": self.y_test.cpu()},
+            train_transform=self._crop_flip(),
+            eval_transform=None,
+            classes=self.classes,
+            mean=self.mean,
+            std=self.std,
+            image_shape=self.image_shape,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            prefetch_factor=prefetch_factor,
+        )
 
     def __repr__(self) -> str:
         def shape(t):

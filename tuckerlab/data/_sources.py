@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ._dataset import DatasetNotAvailableError, ImageDataset
+from ._stream import StreamingDataset, image_folder
 
 __all__ = ["load_dataset", "list_datasets", "default_root", "read_idx"]
 
@@ -344,8 +345,8 @@ def load_dataset(
     root: str | os.PathLike | None = None,
     download: bool | None = None,
     **kwargs,
-) -> ImageDataset:
-    """Load an image classification data set into memory as uint8 tensors.
+) -> ImageDataset | StreamingDataset:
+    """Load an image classification data set: into memory, or streamed from a folder.
 
     Parameters
     ----------
@@ -375,8 +376,18 @@ def load_dataset(
             network can learn it) or ``"random"`` (the image's template is
             drawn independently of its label: nothing to learn, chance
             accuracy). Statistics of its training split.
+        ``"imagefolder:PATH"``
+            A data set too large for memory (ImageNet, a user's own
+            images), streamed: ``PATH/train/<class>/*`` and
+            ``PATH/val/<class>/*`` in torchvision's ImageFolder layout,
+            decoded and augmented by DataLoader workers (see
+            :func:`tuckerlab.data.image_folder` for the keyword arguments:
+            ``image_size=224``, ``resize_size``, ``scale``, ``ratio``,
+            ``mean``, ``std`` (default ImageNet's), ``num_workers``,
+            ``pin_memory``, ``prefetch_factor``). A relative ``PATH`` is
+            taken relative to ``root`` when ``root`` is given.
 
-        Case-insensitive; ``"cifar-10"``, ``"fashion_mnist"`` and similar
+        Case-insensitive (except ``PATH``); ``"cifar-10"``, ``"fashion_mnist"`` and similar
         spellings are accepted.
     root : path-like, optional
         Folder holding downloads (torchvision's layout); default
@@ -388,12 +399,13 @@ def load_dataset(
         downloader into ``root`` (it verifies checksums and fetches what is
         missing or damaged). ``False``: never touch the network.
     **kwargs
-        Options of ``"synthetic"`` (see above).
+        Options of ``"synthetic"`` and ``"imagefolder:PATH"`` (see above).
 
     Returns
     -------
-    ImageDataset
-        Tensors on the CPU; labels ``int64``.
+    ImageDataset or StreamingDataset
+        In memory: tensors on the CPU, labels ``int64``. Image folders: a
+        :class:`StreamingDataset` (its ``"test"`` split is ``val/``).
 
     Raises
     ------
@@ -418,10 +430,18 @@ def load_dataset(
     >>> ds.x_train.shape, ds.num_classes
     (torch.Size([5085, 3, 32, 32]), 10)
     """
+    prefix, sep, path = str(name).partition(":")
+    if sep and prefix.lower() == "imagefolder":
+        if download:
+            raise ValueError(f"download must be None or False for an image folder (nothing to download), got {download!r}")
+        folder = Path(path).expanduser()
+        if root is not None and not folder.is_absolute():
+            folder = Path(root).expanduser() / folder
+        return image_folder(folder, **kwargs)
     key = str(name).lower()
     key = _ALIASES.get(key, key)
     if key not in _NAMES:
-        accepted = ", ".join(repr(n) for n in _NAMES)
+        accepted = ", ".join(repr(n) for n in (*_NAMES, "imagefolder:PATH"))
         raise ValueError(f"unknown data set {name!r}; accepted names: {accepted}")
     if kwargs and key != "synthetic":
         raise TypeError(f"load_dataset({key!r}) takes no options, got {sorted(kwargs)}")

@@ -6,6 +6,11 @@ too). Every convolution is a plain :class:`torch.nn.Conv2d` without bias
 followed by batch norm, so the compression code can find and replace them by
 name (``layer1.0.conv1``, ``features.conv3_2``).
 
+Any classification network of torchvision is ``"torchvision:NAME"``
+(``get_model("torchvision:resnet50", pretrained=True)`` for ImageNet
+weights), and any user's :class:`torch.nn.Module` can be compressed and
+trained as it is.
+
 Examples
 --------
 >>> from tuckerlab.models import get_model
@@ -28,6 +33,7 @@ from typing import Callable
 
 from torch import nn
 
+from ._torchvision import PREFIX, WeightsUnavailableError, list_torchvision_models, torchvision_model
 from .resnet18 import ResNet18, resnet18
 from .resnet_cifar import (
     BasicBlock,
@@ -43,6 +49,8 @@ from .vgg import VGG, vgg16_bn
 __all__ = [
     "get_model",
     "list_models",
+    "list_torchvision_models",
+    "WeightsUnavailableError",
     "CifarResNet",
     "ResNet18",
     "VGG",
@@ -79,18 +87,28 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kw) -> nn.Module:
-    """Build a freshly initialised network by name.
+def get_model(
+    name: str, num_classes: int = 10, in_channels: int = 3, pretrained: bool | str = False, **kw
+) -> nn.Module:
+    """Build a network by name.
 
     Parameters
     ----------
     name : str
-        One of :func:`list_models` (case-insensitive); ``"vgg16_bn"`` is an
-        alias of ``"vgg16"``.
+        One of :func:`list_models` (case-insensitive; ``"vgg16_bn"`` is an
+        alias of ``"vgg16"``), or ``"torchvision:NAME"`` for any of
+        :func:`list_torchvision_models` (e.g. ``"torchvision:resnet50"``).
     num_classes : int
-        Outputs of the classifier (10 for CIFAR-10, 100 for CIFAR-100).
+        Outputs of the classifier (10 for CIFAR-10, 100 for CIFAR-100, 1000
+        for ImageNet).
     in_channels : int
         Channels of the input images (1 for Fashion-MNIST).
+    pretrained : bool or str
+        torchvision models only: True loads torchvision's default ImageNet
+        weights (a string names another set, e.g. ``"IMAGENET1K_V1"``),
+        downloaded once into torch's cache; a classifier for another
+        ``num_classes`` is then freshly initialised. False (default):
+        random initialisation.
     **kw
         Passed to the model's constructor, e.g. ``zero_init_residual=True``
         for the ResNets or ``dropout=0.0`` for VGG.
@@ -103,11 +121,21 @@ def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kw) -> n
     Raises
     ------
     ValueError
-        If ``name`` is not a known model.
+        If ``name`` is not a known model, or ``pretrained`` is asked of a
+        model that has no pretrained weights.
+    WeightsUnavailableError
+        The pretrained weights are not cached and cannot be downloaded (the
+        message says which file to put where).
     """
+    if str(name).lower().startswith(PREFIX):
+        return torchvision_model(str(name)[len(PREFIX):], num_classes=num_classes, in_channels=in_channels,
+                                 pretrained=pretrained, **kw)
+    if pretrained is not False:
+        raise ValueError(f"pretrained weights exist only for torchvision models ('torchvision:NAME'); "
+                         f"{name!r} must be trained here (pretrained=False), got pretrained={pretrained!r}")
     key = str(name).lower()
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
-        accepted = ", ".join(repr(n) for n in [*_REGISTRY, *_ALIASES])
+        accepted = ", ".join(repr(n) for n in [*_REGISTRY, *_ALIASES, "torchvision:NAME"])
         raise ValueError(f"unknown model {name!r}; accepted names: {accepted}")
     return _REGISTRY[key](num_classes=num_classes, in_channels=in_channels, **kw)

@@ -11,23 +11,27 @@ accuracy.
 Modules: :mod:`~tuckerlab.train.engine` (the loop),
 :mod:`~tuckerlab.train.schedules`, :mod:`~tuckerlab.train.callbacks`
 (hooks and :class:`History`), :mod:`~tuckerlab.train.checkpoint`,
-:mod:`~tuckerlab.train.distributed`.
+:mod:`~tuckerlab.train.distributed`, :mod:`~tuckerlab.train.config`
+(:class:`TrainConfig`, the settings of a run, validated in one place).
 """
 
 from .callbacks import Callback, History
 from .checkpoint import IncompatibleCheckpointError, load_checkpoint
-from .engine import CHECKPOINT_NAME, Trainer, evaluate, fit
+from .config import TrainConfig
+from .engine import CHECKPOINT_NAME, Trainer, TrainingDiverged, evaluate, fit
 from .schedules import SCHEDULES, make_schedule
 
 __all__ = [
     "fit",
     "evaluate",
     "Trainer",
+    "TrainConfig",
     "Callback",
     "History",
     "make_schedule",
     "SCHEDULES",
     "IncompatibleCheckpointError",
+    "TrainingDiverged",
     "load_checkpoint",
     "CHECKPOINT_NAME",
 ]

@@ -105,15 +105,32 @@ class History:
         Seconds of the training steps alone.
 
     plus any key a callback added to ``logs``.
+
+    A run resumed from a checkpoint is made of several calls of
+    :meth:`Trainer.fit <tuckerlab.train.Trainer.fit>`: ``segments`` lists
+    them, each a dict with ``start_epoch`` and ``end_epoch`` (completed
+    epochs before and after it), ``wall_time_s`` (from the start of the
+    call to its last checkpoint, or to its end), ``world_size`` (processes)
+    and ``estimated`` (True only for a checkpoint written before wall times
+    were kept: then the sum of its epochs' ``time``). A killed run's work
+    after its last checkpoint is repeated, not counted. :attr:`wall_time_s`
+    is their total: what a results file should report as the run's wall
+    time.
     """
 
     BASE = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "time", "train_time")
 
-    def __init__(self, columns: dict[str, list] | None = None):
+    def __init__(self, columns: dict[str, list] | None = None, segments: list[dict] | None = None):
         self.columns: dict[str, list] = {k: [] for k in self.BASE}
         if columns:
             for k, v in columns.items():
                 self.columns[k] = list(v)
+        self.segments: list[dict] = [dict(s) for s in segments or ()]
+
+    @property
+    def wall_time_s(self) -> float:
+        """Wall-clock seconds of the whole run: the sum over ``segments``."""
+        return float(sum(s["wall_time_s"] for s in self.segments))
 
     def append(self, logs: dict[str, Any]) -> None:
         """Add one epoch; keys seen for the first time are back-filled with ``nan``."""

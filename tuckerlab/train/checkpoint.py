@@ -11,6 +11,35 @@ checkpoint intact.
 
 Everything stored is made of tensors and plain Python values, so files are
 read back with ``torch.load(weights_only=True)``.
+
+What a resumed run must share with the run that wrote the checkpoint
+--------------------------------------------------------------------
+The fingerprint covers what decides the trajectory: epochs, learning rate,
+global batch size, optimizer and schedule settings, label smoothing,
+augmentation, seed, step cap, the model's class and parameter shapes, the
+data's shapes, the callbacks' classes, and the number of processes. A
+checkpoint resumes only if all of them match, except:
+
+``world_size`` (the number of processes) may change
+    The global batch size is a setting and the permutation of each epoch
+    depends on the seed only, so with any number of processes every step
+    trains on the same images, with the same learning rate; DDP averages
+    the gradients of the local batches into the gradient of the global
+    batch. What does change: BatchNorm computes batch statistics per
+    process (over ``batch_size / world_size`` images), the augmentation of
+    each process is drawn from its own stream, and sums are taken in
+    another order. So a run resumed on another number of processes
+    continues the same optimisation, but not bit for bit; a warning says
+    so. Without BatchNorm and augmentation it matches the uninterrupted run
+    to float rounding (tested). The global batch must still divide by the
+    new number of processes.
+
+Execution details are not in the fingerprint and may change freely: the
+device, precision (``amp``), ``channels_last``, ``compile``, the progress
+bar, the evaluation cadence and a streaming data set's number of workers.
+For a bit-identical resume keep the same device, number of processes, of
+threads and of DataLoader workers (streamed data draws its augmentation in
+the workers).
 """
 
 from __future__ import annotations
@@ -33,6 +62,8 @@ __all__ = [
     "get_rng_state",
     "set_rng_state",
     "fingerprint",
+    "check_compatible",
+    "MAY_CHANGE_ON_RESUME",
 ]
 
 FORMAT_VERSION = 1
@@ -160,8 +191,28 @@ def fingerprint(args: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return hashlib.sha256(text.encode()).hexdigest(), canonical
 
 
-def check_compatible(path: str | os.PathLike, saved: Mapping, digest: str, canonical: Mapping) -> None:
-    """Raise :class:`IncompatibleCheckpointError` if ``saved`` came from other arguments."""
+# Fingerprint entries that may differ on resume (see the module notes).
+MAY_CHANGE_ON_RESUME = ("world_size",)
+
+
+def check_compatible(path: str | os.PathLike, saved: Mapping, digest: str, canonical: Mapping) -> list[str]:
+    """Raise :class:`IncompatibleCheckpointError` if ``saved`` came from other arguments.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint (for messages).
+    saved : mapping
+        Its contents.
+    digest, canonical : str, dict
+        :func:`fingerprint` of the run that wants to resume.
+
+    Returns
+    -------
+    list of str
+        Entries of :data:`MAY_CHANGE_ON_RESUME` that differ, described as
+        ``"world_size 2 (now 1)"``; empty when the fingerprints are equal.
+    """
     if saved.get("format_version") != FORMAT_VERSION:
         raise IncompatibleCheckpointError(
             f"{path} has checkpoint format {saved.get('format_version')!r}, "
@@ -169,10 +220,13 @@ def check_compatible(path: str | os.PathLike, saved: Mapping, digest: str, canon
             "delete it or pass resume=False to start over"
         )
     if saved.get("args_hash") == digest:
-        return
+        return []
     old = saved.get("args", {})
     keys = sorted(set(old) | set(canonical))
-    diff = [f"{k}: checkpoint {old.get(k)!r} != now {canonical.get(k)!r}" for k in keys if old.get(k) != canonical.get(k)]
+    differ = [k for k in keys if old.get(k) != canonical.get(k)]
+    if differ and set(differ) <= set(MAY_CHANGE_ON_RESUME):
+        return [f"{k} {old.get(k)!r} (now {canonical.get(k)!r})" for k in differ]
+    diff = [f"{k}: checkpoint {old.get(k)!r} != now {canonical.get(k)!r}" for k in differ]
     raise IncompatibleCheckpointError(
         f"cannot resume from {path}: it was written by a run with different arguments "
         f"({'; '.join(diff) or 'hash mismatch'}). Use another checkpoint_dir, delete the "

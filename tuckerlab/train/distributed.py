@@ -14,7 +14,29 @@ are averaged by DDP, so one step is the same SGD step as in a single process
 with the same global batch (BatchNorm statistics are per rank). Metrics are
 summed across ranks once per epoch, BatchNorm running statistics are copied
 from rank 0 at the end of each epoch so every rank holds the same model, and
-only rank 0 writes checkpoints and shows progress.
+only rank 0 writes checkpoints and shows progress. A streamed data set is
+sharded the same way (:class:`~torch.utils.data.DistributedSampler` over
+the epoch's permutation), so the global batch of a step is the same images
+for any number of processes, and a checkpoint resumes on another number of
+processes (see :mod:`tuckerlab.train.checkpoint` for what changes).
+
+Commands (one machine with 8 GPUs; two machines of 8 GPUs, the same command
+on both; two CPU processes, which use Gloo)::
+
+    torchrun --nproc-per-node 8 train.py
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST0:29500 --rdzv-id run1 train.py
+    torchrun --nproc-per-node 2 train.py
+
+State of the compression methods: a callback whose state is computed at an
+epoch end (projections, duals, ranks) must hold the same values on every
+rank. Either compute it from values that are identical on every rank (the
+weights are, after each DDP step; the BatchNorm statistics are, after the
+engine's end-of-epoch broadcast) with deterministic algorithms, or compute it
+on rank 0 and send it with :func:`broadcast_tensors` (tensors) or
+:func:`broadcast_object` (small Python values such as chosen ranks);
+:func:`same_on_all_ranks` checks it in tests. Every rank must call these
+helpers at the same point, as with any collective.
 """
 
 from __future__ import annotations
@@ -22,11 +44,22 @@ from __future__ import annotations
 import atexit
 import os
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "all_reduce_sum", "broadcast_buffers", "any_true"]
+__all__ = [
+    "DistInfo",
+    "setup",
+    "current",
+    "all_reduce_sum",
+    "broadcast_buffers",
+    "any_true",
+    "broadcast_tensors",
+    "broadcast_object",
+    "same_on_all_ranks",
+]
 
 
 @dataclass(frozen=True)
@@ -108,3 +141,127 @@ def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
         return
     for b in model.buffers():
         dist.broadcast(b, src=0)
+
+
+def current() -> DistInfo:
+    """Where this process stands in the initialised process group (a single process if none)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _comm_device() -> torch.device:
+    """Where collectives need their tensors: the current GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _check_src(src: int, info: DistInfo) -> None:
+    if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < info.world_size:
+        raise ValueError(f"src must be a rank in [0, {info.world_size}), got {src!r}")
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (pickled; for small Python values).
+
+    Parameters
+    ----------
+    obj : object
+        Anything picklable; ignored on the other ranks (pass ``None``).
+    src : int
+        The rank whose object is sent.
+
+    Returns
+    -------
+    object
+        ``obj`` of rank ``src``; in a single process, ``obj`` itself.
+
+    Notes
+    -----
+    Tensors inside ``obj`` travel pickled and are unpickled on the device
+    they had on ``src``; send tensors with :func:`broadcast_tensors`.
+    """
+    info = current()
+    if not info.enabled:
+        return obj
+    _check_src(src, info)
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+@torch.no_grad()
+def broadcast_tensors(tensors: Mapping[str, torch.Tensor] | None, src: int = 0) -> dict[str, torch.Tensor]:
+    """Rank ``src``'s named tensors on every rank.
+
+    Every rank calls it at the same point. Names, shapes and dtypes come
+    from ``src``, so the other ranks may pass ``None`` or tensors of other
+    shapes (e.g. before they know the ranks ``src`` chose).
+
+    Parameters
+    ----------
+    tensors : mapping of str to torch.Tensor, or None
+        On ``src``: what to send. On the other ranks: tensors to overwrite
+        in place where the name, shape and dtype match (parameters and
+        buffers keep their identity), else ignored.
+    src : int
+        The rank whose tensors are sent.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``src``'s names in ``src``'s order. A matching tensor given on this
+        rank is returned itself, filled in; a new one is on the device of
+        the tensor of that name given here, else on the device collectives
+        use (the current GPU under NCCL, the CPU under Gloo). In a single
+        process, ``dict(tensors)``.
+    """
+    info = current()
+    if not info.enabled:
+        return dict(tensors or {})
+    _check_src(src, info)
+    mine = dict(tensors or {})
+    is_src = info.rank == src
+    meta = broadcast_object([(k, tuple(v.shape), v.dtype) for k, v in mine.items()] if is_src else None, src)
+    comm = _comm_device()
+    out: dict[str, torch.Tensor] = {}
+    for name, shape, dtype in meta:
+        local = mine.get(name)
+        if is_src or (local is not None and tuple(local.shape) == shape and local.dtype == dtype):
+            buf = local
+        else:
+            buf = torch.empty(shape, dtype=dtype, device=local.device if local is not None else comm)
+        if buf.device == comm and buf.is_contiguous():
+            dist.broadcast(buf.detach(), src=src)
+        else:
+            tmp = buf.detach().to(comm).contiguous()
+            dist.broadcast(tmp, src=src)
+            if not is_src:
+                buf.detach().copy_(tmp)
+        out[name] = buf
+    return out
+
+
+def same_on_all_ranks(tensors: Mapping[str, torch.Tensor]) -> bool:
+    """True if every rank holds the same names and exactly equal values (a collective; for tests).
+
+    Parameters
+    ----------
+    tensors : mapping of str to torch.Tensor
+
+    Returns
+    -------
+    bool
+        The same answer on every rank; True in a single process.
+    """
+    info = current()
+    if not info.enabled:
+        return True
+    ref = broadcast_tensors({k: v.detach().clone() for k, v in tensors.items()}, src=0)
+    ok = set(ref) == set(tensors) and all(
+        ref[k].shape == v.shape and torch.equal(ref[k].to(v.device), v.detach()) for k, v in tensors.items()
+    )
+    flag = torch.tensor([1.0 if ok else 0.0], device=_comm_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)

@@ -1,13 +1,17 @@
 """The training loop: :func:`fit`, :func:`evaluate` and the :class:`Trainer` behind them.
 
-Data path (after Jordan's airbench): the uint8 images are moved to the
+Data path (after Jordan's airbench): for an in-memory
+:class:`~tuckerlab.data.ImageDataset` the uint8 images are moved to the
 device once and stay there. Each step gathers a batch by index from a
 per-epoch permutation, crops, flips and normalises it on the device with
 :func:`tuckerlab.data.random_crop_flip` and :func:`tuckerlab.data.normalize`,
 and runs forward and backward. There is no DataLoader and no per-step host
 synchronisation: losses and correct counts are summed in device tensors and
-read once per epoch. On CUDA the default is channels_last memory format and
-bfloat16 autocast; the CPU runs the same code in float32.
+read once per epoch. A :class:`~tuckerlab.data.StreamingDataset` (ImageNet,
+image folders) comes instead in uint8 batches from DataLoader workers and
+is normalised on the device the same way (:mod:`tuckerlab.train.feeds`). On
+CUDA the default is channels_last memory format and bfloat16 autocast; the
+CPU runs the same code in float32.
 
 Mixed precision and BatchNorm: under :func:`torch.autocast`, convolutions
 and linear layers run in bfloat16, ``batch_norm`` is in neither of
@@ -22,31 +26,36 @@ adds one.
 
 Reproducibility: the permutation of epoch ``e`` comes from a CPU
 :class:`torch.Generator` seeded from ``(seed, e)`` and the augmentation from
-a generator on the device seeded from ``(seed, e, rank)``, so an epoch does
-not depend on how earlier epochs ran and a resumed run repeats the
-uninterrupted one bit for bit on the CPU (on CUDA up to the nondeterminism
-of cuDNN kernels).
+a generator seeded from ``(seed, e, rank)``, so an epoch does not depend on
+how earlier epochs ran and a resumed run repeats the uninterrupted one bit
+for bit on the CPU (on CUDA up to the nondeterminism of cuDNN kernels).
+
+Safety: labels outside the classes of the data set or of the model's output
+are refused before training; an epoch whose training loss or weights are not
+finite stops the run with :class:`TrainingDiverged` before anything is
+saved, so the last checkpoint stays the last good one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import types
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import normalize, random_crop_flip
+from ..data import normalize
 from . import distributed as _dist
-from .callbacks import Callback, History
+from .callbacks import History
+from .config import AMP_DTYPES, TrainConfig
+from .feeds import check_data, make_feed
 from .checkpoint import (
     FORMAT_VERSION,
     check_compatible,
@@ -58,16 +67,9 @@ from .checkpoint import (
 )
 from .schedules import make_schedule
 
-__all__ = ["fit", "evaluate", "Trainer", "CHECKPOINT_NAME"]
+__all__ = ["fit", "evaluate", "Trainer", "TrainingDiverged", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "last.pt"
-_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-def _derive_seed(*keys: int) -> int:
-    """A 63-bit seed from a tuple of integers (independent streams per tuple)."""
-    entropy = [int(k) % (2**63) for k in keys]
-    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def _resolve_amp(amp, device: torch.device) -> torch.dtype | None:
@@ -79,8 +81,8 @@ def _resolve_amp(amp, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if isinstance(amp, torch.dtype) and amp in (torch.bfloat16, torch.float16):
         return amp
-    if isinstance(amp, str) and amp.lower() in _AMP_DTYPES:
-        return _AMP_DTYPES[amp.lower()]
+    if isinstance(amp, str) and amp.lower() in AMP_DTYPES:
+        return AMP_DTYPES[amp.lower()]
     raise ValueError(f"amp must be None, True, False, 'bf16' or 'fp16', got {amp!r}")
 
 
@@ -108,29 +110,31 @@ def _describe(obj: Any) -> Any:
     return type(obj).__qualname__ if " at 0x" in r else r
 
 
-def _check_data(data: Any) -> None:
-    for attr in ("x_train", "y_train", "x_test", "y_test", "mean", "std"):
-        if not hasattr(data, attr):
-            raise TypeError(
-                f"data must look like tuckerlab.data.ImageDataset (x_train, y_train, x_test, "
-                f"y_test, mean, std); it has no attribute {attr!r}"
-            )
-    for split in ("train", "test"):
-        x = getattr(data, f"x_{split}")
-        if x.dtype != torch.uint8 or x.dim() != 4:
-            raise TypeError(f"data.x_{split} must be uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+class TrainingDiverged(ValueError):
+    """The training loss or the weights stopped being finite.
 
+    Raised at the end of the epoch where it happened, before that epoch is
+    checkpointed, so the checkpoint on disk (if any) holds the last epoch
+    whose loss and weights were finite.
 
-class _OnDevice:
-    """The data set's tensors moved to one device, with the normalisation constants."""
+    Attributes
+    ----------
+    epoch : int
+        The 1-based epoch that diverged.
+    train_loss : float
+        Its mean training loss (``nan`` or ``inf`` unless only the weights
+        went bad).
+    checkpoint : pathlib.Path or None
+        The last good checkpoint, if one was written or resumed from.
+    last_good_epoch : int or None
+        The epochs it holds.
+    """
 
-    def __init__(self, data: Any, device: torch.device, splits: Iterable[str] = ("train", "test")):
-        for split in splits:
-            setattr(self, f"x_{split}", getattr(data, f"x_{split}").to(device))
-            setattr(self, f"y_{split}", getattr(data, f"y_{split}").to(device=device, dtype=torch.long))
-        self.mean = torch.as_tensor(data.mean, dtype=torch.float32).to(device)
-        self.std = torch.as_tensor(data.std, dtype=torch.float32).to(device)
-        self.num_classes = getattr(data, "num_classes", None)
+    def __init__(self, message: str, *, epoch: int, train_loss: float, checkpoint: Path | None,
+                 last_good_epoch: int | None):
+        super().__init__(message)
+        self.epoch, self.train_loss = epoch, train_loss
+        self.checkpoint, self.last_good_epoch = checkpoint, last_good_epoch
 
 
 def _prepare(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -142,26 +146,21 @@ def _prepare(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_la
 def _evaluate(
     module: Callable,
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     mean: torch.Tensor,
     std: torch.Tensor,
     *,
-    batch_size: int,
     channels_last: bool,
     amp_dtype: torch.dtype | None,
     dist_info: _dist.DistInfo = _dist.DistInfo(),
 ) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``module`` on ``(x, y)``; one host sync."""
+    """Mean cross-entropy and accuracy of ``module`` over this rank's ``batches``, summed over ranks; one host sync."""
     device = mean.device
     was_training = model.training
     model.eval()
-    if dist_info.enabled:  # every rank takes its share, sums are all-reduced
-        x, y = x[dist_info.rank :: dist_info.world_size], y[dist_info.rank :: dist_info.world_size]
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, correct, count
-    for i in range(0, x.shape[0], batch_size):
-        xb = _prepare(x[i : i + batch_size].to(device, non_blocking=True), mean, std, channels_last)
-        yb = y[i : i + batch_size].to(device, non_blocking=True)
+    for xb, yb in batches:
+        xb = _prepare(xb, mean, std, channels_last)
         with _autocast(device, amp_dtype):
             out = module(xb)
         out = out.float()
@@ -179,27 +178,30 @@ def evaluate(
     data: Any,
     split: str = "test",
     device: torch.device | str | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     *,
     channels_last: bool | None = None,
     amp: bool | str | None = None,
 ) -> dict[str, float]:
-    """Loss and accuracy of a classifier on one split of an in-memory data set.
+    """Loss and accuracy of a classifier on one split of a data set.
 
     Parameters
     ----------
     model : torch.nn.Module
         The classifier. It is moved to ``device`` when one is given, put in
         eval mode for the evaluation and back in its previous mode after.
-    data : ImageDataset
+    data : ImageDataset or StreamingDataset
         As returned by :func:`tuckerlab.data.load_dataset`: uint8 images,
         labels and the per-channel ``mean``/``std`` used for normalisation.
+        A streaming data set is read through its DataLoader, with its
+        evaluation transform (e.g. resize and centre crop).
     split : {"test", "train"}
-        Which images (not augmented).
+        Which images (not augmented); ``"test"`` of an image folder is its
+        ``val/``.
     device : torch.device or str, optional
         Default: the device of the model's parameters.
-    batch_size : int
-        Images per forward pass.
+    batch_size : int, optional
+        Images per forward pass; default 1000 in memory, 256 streamed.
     channels_last : bool, optional
         Memory format of the inputs; default: on CUDA only.
     amp : bool or {"bf16", "fp16"}, optional
@@ -212,7 +214,9 @@ def evaluate(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    _check_data(data)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
+    check_data(data)
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
@@ -220,18 +224,47 @@ def evaluate(
     model.to(device)
     if channels_last is None:
         channels_last = device.type == "cuda"
-    d = _OnDevice(data, device, splits=(split,))
+    feed = make_feed(data, device, splits=(split,))
     return _evaluate(
         model,
         model,
-        getattr(d, f"x_{split}"),
-        getattr(d, f"y_{split}"),
-        d.mean,
-        d.std,
-        batch_size=batch_size,
+        feed.eval_batches(split, batch_size),
+        feed.mean,
+        feed.std,
         channels_last=channels_last,
         amp_dtype=_resolve_amp(amp, device),
     )
+
+
+@torch.no_grad()
+def _check_labels(model: nn.Module, feed, channels_last: bool) -> None:
+    """Refuse labels the loss cannot take, before any step (cross_entropy would raise IndexError mid-run)."""
+    num_classes = feed.num_classes
+    top = -1
+    for split in ("train", "test"):
+        y = feed.labels(split)
+        if y.numel() == 0:
+            continue
+        lo, hi = (int(v) for v in torch.stack([y.min(), y.max()]).tolist())
+        if lo < 0 or (num_classes is not None and hi >= num_classes):
+            raise ValueError(
+                f"labels of the {split} split must lie in [0, {num_classes}) (the data set has {num_classes} "
+                f"classes), got labels from {lo} to {hi}"
+            )
+        top = max(top, hi)
+    was_training = model.training
+    model.eval()
+    out = model(_prepare(feed.sample(), feed.mean, feed.std, channels_last))
+    model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model must return one tensor of logits (batch, classes), got {shape}")
+    if top >= out.shape[1]:
+        raise ValueError(
+            f"the model outputs {out.shape[1]} logits per image but the labels go up to {top} "
+            f"({num_classes if num_classes is not None else top + 1} classes); build the model with "
+            f"num_classes={num_classes if num_classes is not None else top + 1}"
+        )
 
 
 def _param_groups(model: nn.Module, lr: float, weight_decay: float, decay_bn_bias: bool) -> list[dict]:
@@ -249,11 +282,14 @@ def _param_groups(model: nn.Module, lr: float, weight_decay: float, decay_bn_bia
 class Trainer:
     """State of one training run; callbacks receive it.
 
-    Build it with the arguments of :func:`fit` and call :meth:`fit`, or just
-    call :func:`fit`. Attributes callbacks may read (and, with care, change):
+    Build it with the arguments of :func:`fit` (a :class:`TrainConfig`
+    and/or its fields as keywords) and call :meth:`fit`, or just call
+    :func:`fit`. Attributes callbacks may read (and, with care, change):
 
     Attributes
     ----------
+    config : TrainConfig
+        The validated settings of the run.
     model : torch.nn.Module
         The model being trained, unwrapped, on ``device``.
     module : callable
@@ -272,10 +308,14 @@ class Trainer:
     epochs, steps_per_epoch : int
         Length of the run.
     device : torch.device
-    data : object
-        The data set's tensors on ``device`` (``x_train``, ``y_train``,
-        ``x_test``, ``y_test``, ``mean``, ``std``).
+    data : ResidentFeed or StreamFeed
+        Where batches come from (:mod:`tuckerlab.train.feeds`): the data
+        set's tensors on ``device`` (``x_train``, ``y_train``, ``x_test``,
+        ``y_test``, ``mean``, ``std``), or the DataLoaders of a streaming
+        data set.
     history : History
+        Its ``segments`` and ``wall_time_s`` add up the wall time of every
+        :meth:`fit` call that contributed, across resumes.
     stop : bool
         Set to True in a hook to end training after the current epoch.
     dist : tuckerlab.train.distributed.DistInfo
@@ -284,72 +324,47 @@ class Trainer:
         Completed epochs found in the checkpoint this run resumed from.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        data: Any,
-        *,
-        epochs: int,
-        lr: float = 0.1,
-        batch_size: int = 128,
-        momentum: float = 0.9,
-        nesterov: bool = True,
-        weight_decay: float = 5e-4,
-        decay_bn_bias: bool = True,
-        schedule: str | Callable[[int], float] = "cosine",
-        schedule_kwargs: Mapping | None = None,
-        label_smoothing: float = 0.0,
-        augment: bool = True,
-        seed: int = 0,
-        device: torch.device | str | None = None,
-        channels_last: bool | None = None,
-        amp: bool | str | None = None,
-        compile: bool | str | Mapping = False,
-        callbacks: Iterable[Callback] = (),
-        checkpoint_dir: str | os.PathLike | None = None,
-        resume: bool = True,
-        progress: bool = True,
-        eval_every: int = 1,
-        max_steps_per_epoch: int | None = None,
-        optimizer: torch.optim.Optimizer | Callable | None = None,
-    ):
-        _check_data(data)
-        if epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {epochs}")
-        self.dist, self.device = _dist.setup(device)
+    def __init__(self, model: nn.Module, data: Any, config: TrainConfig | None = None, **overrides: Any):
+        cfg = self.config = TrainConfig.build(config, **overrides)
+        check_data(data)
+        self.dist, self.device = _dist.setup(cfg.device)
         world = self.dist.world_size
-        if batch_size % world:
-            raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({world})")
-        n_train = data.x_train.shape[0]
-        if batch_size > n_train:
-            raise ValueError(f"batch_size ({batch_size}) is larger than the training set ({n_train} images)")
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
+        # Resident images go to the device once; streamed ones come per batch.
+        self.data = make_feed(data, self.device, self.dist, seed=cfg.seed)
+        n_train = self.data.n_train
+        if cfg.batch_size > n_train:
+            raise ValueError(f"batch_size ({cfg.batch_size}) is larger than the training set ({n_train} images)")
 
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
+        self.epochs = int(cfg.epochs)
+        self.batch_size = int(cfg.batch_size)
         self.local_batch_size = self.batch_size // world
         self.steps_per_epoch = n_train // self.batch_size  # the incomplete last batch is dropped
-        if max_steps_per_epoch is not None:
-            self.steps_per_epoch = max(1, min(self.steps_per_epoch, int(max_steps_per_epoch)))
-        self.seed = int(seed)
-        self.label_smoothing = float(label_smoothing)
-        self.augment = bool(augment)
-        self.eval_every = int(eval_every or 0)
-        self.progress = bool(progress)
-        self.callbacks = list(callbacks)
-        self.channels_last = self.device.type == "cuda" if channels_last is None else bool(channels_last)
-        self.amp_dtype = _resolve_amp(amp, self.device)
+        if cfg.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, int(cfg.max_steps_per_epoch))
+        self.seed = int(cfg.seed)
+        self.label_smoothing = float(cfg.label_smoothing)
+        self.augment = bool(cfg.augment)
+        self.eval_every = int(cfg.eval_every)
+        self.progress = bool(cfg.progress)
+        self.callbacks = list(cfg.callbacks)
+        self.channels_last = self.device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
+        self.amp_dtype = _resolve_amp(cfg.amp, self.device)
 
         # Model, wrappers.
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
+        _check_labels(model, self.data, self.channels_last)
         module: Callable = model
         if self.dist.enabled:
             ids = [self.device] if self.device.type == "cuda" else None
             module = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         eval_module: Callable = model
-        if compile:
+        if cfg.compile:
+            compile = cfg.compile
             opts = {"mode": compile} if isinstance(compile, str) else dict(compile) if isinstance(compile, Mapping) else {}
             module = torch.compile(module, **opts)
             eval_module = module if not self.dist.enabled else torch.compile(model, **opts)
@@ -357,18 +372,17 @@ class Trainer:
             eval_module = module
         self.module, self._eval_module = module, eval_module
 
-        # Data on the device, once.
-        self.data = _OnDevice(data, self.device)
-
         # Optimizer, schedule, scaler.
-        groups = _param_groups(model, lr, weight_decay, decay_bn_bias)
-        if optimizer is None:
-            self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
-        elif isinstance(optimizer, torch.optim.Optimizer):
-            self.optimizer = optimizer
+        groups = _param_groups(model, cfg.lr, cfg.weight_decay, cfg.decay_bn_bias)
+        if cfg.optimizer is None:
+            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                             nesterov=bool(cfg.nesterov) and cfg.momentum > 0)
+        elif isinstance(cfg.optimizer, torch.optim.Optimizer):
+            self.optimizer = cfg.optimizer
         else:
-            self.optimizer = optimizer(groups)
-        self._factor = make_schedule(schedule, lr=lr, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, kwargs=schedule_kwargs)
+            self.optimizer = cfg.optimizer(groups)
+        self._factor = make_schedule(cfg.schedule, lr=cfg.lr, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
+                                     kwargs=cfg.schedule_kwargs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._factor)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
 
@@ -377,30 +391,32 @@ class Trainer:
         self.step = 0
         self.stop = False
         self.resumed_from: int | None = None
+        self._saved_epoch: int | None = None  # epochs in the checkpoint on disk, written or resumed
+        self._segment: dict[str, Any] | None = None  # this fit() call's part of the wall time
 
-        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        self.resume = bool(resume)
+        self.checkpoint_path = Path(cfg.checkpoint_dir) / CHECKPOINT_NAME if cfg.checkpoint_dir is not None else None
+        self.resume = bool(cfg.resume)
         # What decides the trajectory; device, precision, compile, progress and
         # evaluation cadence are execution details and may change on resume.
         self.args_hash, self.args = fingerprint(
             {
                 "epochs": self.epochs,
-                "lr": lr,
+                "lr": cfg.lr,
                 "batch_size": self.batch_size,
-                "momentum": momentum,
-                "nesterov": nesterov,
-                "weight_decay": weight_decay,
-                "decay_bn_bias": decay_bn_bias,
-                "schedule": _describe(schedule),
-                "schedule_kwargs": _describe(schedule_kwargs or {}),
+                "momentum": cfg.momentum,
+                "nesterov": cfg.nesterov,
+                "weight_decay": cfg.weight_decay,
+                "decay_bn_bias": cfg.decay_bn_bias,
+                "schedule": _describe(cfg.schedule),
+                "schedule_kwargs": _describe(cfg.schedule_kwargs or {}),
                 "label_smoothing": self.label_smoothing,
                 "augment": self.augment,
                 "seed": self.seed,
-                "max_steps_per_epoch": max_steps_per_epoch,
-                "optimizer": _describe(optimizer),
+                "max_steps_per_epoch": cfg.max_steps_per_epoch,
+                "optimizer": _describe(cfg.optimizer),
                 "world_size": world,
                 "model": [type(model).__qualname__] + [f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()],
-                "data": [tuple(data.x_train.shape), tuple(data.x_test.shape)],
+                "data": [self.data.shape("train"), self.data.shape("test")],
                 "callbacks": [type(cb).__qualname__ for cb in self.callbacks],
             }
         )
@@ -410,6 +426,11 @@ class Trainer:
     def lr(self) -> float:
         """Learning rate of the next step (first parameter group)."""
         return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def wall_time_s(self) -> float:
+        """Wall-clock seconds of the whole run so far, every resumed part included (see :class:`History`)."""
+        return self.history.wall_time_s
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint holds."""
@@ -425,6 +446,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "history": self.history.to_dict(),
+            "segments": [dict(seg) for seg in self.history.segments],
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "rng": get_rng_state(),
         }
@@ -444,82 +466,117 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.stop = bool(state["stopped"])
+        if "segments" in state:
+            self.history.segments = [dict(seg) for seg in state["segments"]]
+        elif self.epoch:  # written before wall times were kept: the epochs' own times
+            self.history.segments = [{
+                "start_epoch": 0, "end_epoch": self.epoch, "wall_time_s": float(sum(self.history["time"])),
+                "world_size": int(state.get("args", {}).get("world_size", 1)), "estimated": True,
+            }]
         set_rng_state(state["rng"])
 
     def _maybe_resume(self) -> None:
         if self.checkpoint_path is None or not self.resume or not self.checkpoint_path.exists():
             return
         state = load_checkpoint(self.checkpoint_path, map_location=self.device)
-        check_compatible(self.checkpoint_path, state, self.args_hash, self.args)
+        changed = check_compatible(self.checkpoint_path, state, self.args_hash, self.args)
         self.load_state_dict(state)
-        self.resumed_from = self.epoch
+        self.resumed_from = self._saved_epoch = self.epoch
+        if changed and self.dist.is_main:
+            warnings.warn(
+                f"{self.checkpoint_path} was written by a run with {'; '.join(changed)}; it resumes with the same "
+                "global batches in the same order and the same schedule, but not bit for bit (BatchNorm statistics "
+                "and augmentation are drawn per process): see tuckerlab.train.checkpoint",
+                stacklevel=3,
+            )
+
+    def _update_segment(self) -> None:
+        if self._segment is not None:
+            self._segment["end_epoch"] = self.epoch
+            self._segment["wall_time_s"] = time.perf_counter() - self._t_fit
 
     def _save(self) -> None:
+        self._update_segment()
         if self.checkpoint_path is not None and self.dist.is_main:
             save_checkpoint(self.checkpoint_path, self.state_dict())
+        if self.checkpoint_path is not None:
+            self._saved_epoch = self.epoch
 
     # ------------------------------------------------------------------ loop
-    def _train_epoch(self, epoch: int, bar) -> tuple[float, float]:
-        """Run one epoch of steps; returns (mean loss, accuracy) over all ranks."""
-        d, dev = self.data, self.device
-        b, rank = self.local_batch_size, self.dist.rank
-        n = d.x_train.shape[0]
-        perm_gen = torch.Generator().manual_seed(_derive_seed(self.seed, 0, epoch))
-        perm = torch.randperm(n, generator=perm_gen).to(dev)
-        aug_gen = torch.Generator(device=dev).manual_seed(_derive_seed(self.seed, 1, epoch, rank))
-        sums = torch.zeros(3, device=dev, dtype=torch.float64)  # loss, correct, count
+    def _train_epoch(self, epoch: int, bar) -> tuple[float, float, bool]:
+        """Run one epoch of steps; returns (mean loss, accuracy, weights finite) over all ranks."""
+        d, dev, b = self.data, self.device, self.local_batch_size
+        sums = torch.zeros(4, device=dev, dtype=torch.float64)  # loss, correct, count, non-finite tensors
         self.model.train()
-        for i in range(self.steps_per_epoch):
-            start = i * self.batch_size + rank * b
-            idx = perm[start : start + b]
-            x, y = d.x_train[idx], d.y_train[idx]
-            if self.augment:
-                x = random_crop_flip(x, padding=4, generator=aug_gen)
-            x = _prepare(x, d.mean, d.std, self.channels_last)
+        batches = d.train_batches(epoch, self.steps_per_epoch, self.batch_size, self.augment)
+        try:
+            for x, y in batches:
+                x = _prepare(x, d.mean, d.std, self.channels_last)
+                with _autocast(dev, self.amp_dtype):
+                    out = self.module(x)
+                    loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
+                total = loss
+                for cb in self.callbacks:
+                    p = cb.penalty(self.model)
+                    if p is not None:
+                        total = total + p
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler is not None:
+                    self.scaler.scale(total).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    total.backward()
+                    self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
 
-            with _autocast(dev, self.amp_dtype):
-                out = self.module(x)
-                loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
-            total = loss
-            for cb in self.callbacks:
-                p = cb.penalty(self.model)
-                if p is not None:
-                    total = total + p
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(total).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                total.backward()
-                self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
-
-            with torch.no_grad():
-                sums[0] += loss.detach() * b
-                sums[1] += (out.detach().argmax(1) == y).sum()
-                sums[2] += b
-            for cb in self.callbacks:
-                cb.on_step_end(self, self.step)
-            bar.update(1)
+                with torch.no_grad():
+                    sums[0] += loss.detach() * b
+                    sums[1] += (out.detach().argmax(1) == y).sum()
+                    sums[2] += b
+                for cb in self.callbacks:
+                    cb.on_step_end(self, self.step)
+                bar.update(1)
+        finally:
+            batches.close()
+        with torch.no_grad():  # read with the sums: no extra host sync
+            state = [t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()]
+            if state:
+                sums[3] = torch.stack([t.isfinite().all() for t in state]).logical_not().sum()
         _dist.all_reduce_sum(sums, self.dist)
-        loss_sum, correct, count = sums.tolist()  # the epoch's one host sync
-        return loss_sum / count, correct / count
+        loss_sum, correct, count, bad = sums.tolist()  # the epoch's one host sync
+        return loss_sum / count, correct / count, bad == 0
 
-    def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, float]:
-        """Evaluate the current model on the resident ``split`` (all ranks take part)."""
+    def evaluate(self, split: str = "test", batch_size: int | None = None) -> dict[str, float]:
+        """Evaluate the current model on ``split`` (all ranks take part, each on its share)."""
         return _evaluate(
             self._eval_module,
             self.model,
-            getattr(self.data, f"x_{split}"),
-            getattr(self.data, f"y_{split}"),
+            self.data.eval_batches(split, batch_size),
             self.data.mean,
             self.data.std,
-            batch_size=batch_size,
             channels_last=self.channels_last,
             amp_dtype=self.amp_dtype,
             dist_info=self.dist,
+        )
+
+    def _diverged(self, epoch: int, train_loss: float, finite_weights: bool) -> TrainingDiverged:
+        what = f"mean training loss {train_loss:.4g}" + ("" if finite_weights else "; weights not finite")
+        if self._saved_epoch is not None:
+            where = (f"the last good checkpoint is {self.checkpoint_path} (after epoch {self._saved_epoch}), "
+                     "left as it was")
+        elif self.checkpoint_path is not None:
+            where = f"no good checkpoint: nothing was saved to {self.checkpoint_path} before this epoch"
+        else:
+            where = "no checkpoint was written (checkpoint_dir=None)"
+        return TrainingDiverged(
+            f"training diverged in epoch {epoch + 1} of {self.epochs} ({what}); {where}. Lower lr "
+            f"(peak {self.config.lr!r}) or add warm-up (schedule_kwargs), and start over with resume=False.",
+            epoch=epoch + 1,
+            train_loss=train_loss,
+            checkpoint=self.checkpoint_path if self._saved_epoch is not None else None,
+            last_good_epoch=self._saved_epoch,
         )
 
     def fit(self) -> History:
@@ -529,11 +586,21 @@ class Trainer:
         compatible checkpoint exists and ``resume`` is true, the model,
         optimizer, scheduler, history, callbacks' states and RNG states are
         restored from it and training continues after its last epoch.
+
+        Raises
+        ------
+        TrainingDiverged
+            An epoch ended with a non-finite training loss or non-finite
+            weights; it is not recorded or saved.
         """
+        self._t_fit = time.perf_counter()
         torch.manual_seed(self.seed)
         for cb in self.callbacks:
             cb.on_fit_begin(self)
         self._maybe_resume()
+        self._segment = {"start_epoch": self.epoch, "end_epoch": self.epoch, "wall_time_s": 0.0,
+                         "world_size": self.dist.world_size, "estimated": False}
+        self.history.segments.append(self._segment)
         bar = tqdm(
             total=self.epochs * self.steps_per_epoch,
             initial=self.step,
@@ -548,7 +615,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 for cb in self.callbacks:
                     cb.on_epoch_begin(self, epoch)
-                train_loss, train_acc = self._train_epoch(epoch, bar)
+                train_loss, train_acc, finite_weights = self._train_epoch(epoch, bar)
+                if not (math.isfinite(train_loss) and finite_weights):  # same verdict on every rank
+                    raise self._diverged(epoch, train_loss, finite_weights)
                 train_time = time.perf_counter() - t0
                 _dist.broadcast_buffers(self.model, self.dist)
                 last = epoch + 1 == self.epochs
@@ -581,38 +650,12 @@ class Trainer:
             bar.close()
         for cb in self.callbacks:
             cb.on_fit_end(self)
+        self._update_segment()
         return self.history
 
 
-def fit(
-    model: nn.Module,
-    data: Any,
-    *,
-    epochs: int,
-    lr: float = 0.1,
-    batch_size: int = 128,
-    momentum: float = 0.9,
-    nesterov: bool = True,
-    weight_decay: float = 5e-4,
-    decay_bn_bias: bool = True,
-    schedule: str | Callable[[int], float] = "cosine",
-    schedule_kwargs: Mapping | None = None,
-    label_smoothing: float = 0.0,
-    augment: bool = True,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    channels_last: bool | None = None,
-    amp: bool | str | None = None,
-    compile: bool | str | Mapping = False,
-    callbacks: Iterable[Callback] = (),
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    eval_every: int = 1,
-    max_steps_per_epoch: int | None = None,
-    optimizer: torch.optim.Optimizer | Callable | None = None,
-) -> History:
-    """Train a classifier with SGD on an in-memory image data set.
+def fit(model: nn.Module, data: Any, config: TrainConfig | None = None, **overrides: Any) -> History:
+    """Train a classifier with SGD on an image data set.
 
     The one training loop of tuckerlab; compression methods hook into it with
     ``callbacks``. The model is trained in place (and left on ``device``).
@@ -621,83 +664,39 @@ def fit(
     ----------
     model : torch.nn.Module
         Classifier mapping normalised images ``(N, C, H, W)`` to logits.
-    data : ImageDataset
-        From :func:`tuckerlab.data.load_dataset`: uint8 ``x_train``,
-        ``x_test`` ``(N, C, H, W)``, int labels ``y_train``, ``y_test``,
-        per-channel ``mean`` and ``std`` in [0, 1] units.
-    epochs : int
-        Passes over the training set. An epoch is ``len(x_train) //
-        batch_size`` steps over a fresh random permutation (the incomplete
-        last batch is dropped), capped by ``max_steps_per_epoch``.
-    lr : float
-        Peak learning rate (scaled per step by ``schedule``).
-    batch_size : int
-        Global batch size; under DDP each of ``W`` processes takes
-        ``batch_size / W`` images per step.
-    momentum, nesterov : float, bool
-        SGD momentum and Nesterov's variant.
-    weight_decay : float
-        L2 penalty coefficient of SGD (coupled, as in ``torch.optim.SGD``).
-    decay_bn_bias : bool
-        If True (default, as in the ResNet papers and the reference recipes
-        of the methods reproduced here), weight decay applies to every
-        parameter. If False, BatchNorm weights and biases and all biases
-        (parameters with fewer than 2 dimensions) are not decayed, a common
-        choice in modern recipes.
-    schedule : {"cosine", "step", "onecycle", "constant", "exp_cyclic"} or callable
-        Learning-rate schedule, evaluated every step; a callable maps the
-        global step to a multiplier of ``lr``. See
-        :mod:`tuckerlab.train.schedules`.
-    schedule_kwargs : dict, optional
-        Parameters of the schedule (e.g. ``{"milestones": [100, 150],
-        "gamma": 0.1}`` for "step", ``{"base_lr": 1e-3, "step_size": 4,
-        "gamma": 0.9999}`` for "exp_cyclic", ``{"warmup": 5}`` for
-        "cosine"); epoch-valued entries are converted to steps.
-    label_smoothing : float
-        Label smoothing of the training loss (Szegedy et al. 2016); test
-        losses are plain cross-entropy.
-    augment : bool
-        Random crop (4-pixel zero padding) and horizontal flip of training
-        images.
-    seed : int
-        Seeds the per-epoch permutation and augmentation streams and the
-        global torch RNG at the start (dropout); the model's initialisation
-        is the caller's.
-    device : torch.device or str, optional
-        Default: ``cuda`` (``cuda:LOCAL_RANK`` under torchrun) when
-        available, else the CPU.
-    channels_last : bool, optional
-        Channels-last memory format for model and inputs; default on CUDA.
-    amp : bool or {"bf16", "fp16"}, optional
-        Autocast dtype for the forward pass; default bfloat16 on CUDA and
-        none (float32) on the CPU. See the module notes on BatchNorm.
-    compile : bool, str or dict
-        ``torch.compile`` the model (a string is the compile ``mode``, a dict
-        its keyword arguments).
-    callbacks : sequence of Callback
-        Hooks (penalties, C-steps, early stopping, logging).
-    checkpoint_dir : path-like, optional
-        Where ``last.pt`` is written atomically after every epoch (by rank 0).
-    resume : bool
-        Continue from ``checkpoint_dir/last.pt`` when it exists. A
-        checkpoint from a run with other arguments raises
-        :class:`~tuckerlab.train.checkpoint.IncompatibleCheckpointError`.
-    progress : bool
-        Show a tqdm progress bar (a widget in notebooks, text in terminals).
-    eval_every : int
-        Evaluate on the test split every ``eval_every`` epochs and after the
-        last one; 0 never.
-    max_steps_per_epoch : int, optional
-        Cap on the steps of an epoch (quick runs, benchmarks).
-    optimizer : torch.optim.Optimizer or callable, optional
-        Replaces SGD: an optimizer instance used as is, or a callable taking
-        the parameter groups (with ``lr`` and ``weight_decay`` set) and
-        returning an optimizer, e.g. ``torch.optim.AdamW``.
+    data : ImageDataset or StreamingDataset
+        From :func:`tuckerlab.data.load_dataset`: in memory, uint8
+        ``x_train``, ``x_test`` ``(N, C, H, W)``, int labels ``y_train``,
+        ``y_test``, per-channel ``mean`` and ``std`` in [0, 1] units
+        (batches gathered and augmented on the device); or streamed from
+        disk by DataLoader workers (``"imagefolder:PATH"``, or
+        :meth:`ImageDataset.streaming`). Labels must lie in
+        ``[0, num_classes)`` and below the model's number of outputs.
+    config : TrainConfig, optional
+        The settings; every field is described there.
+    **overrides
+        Fields of :class:`TrainConfig` (``epochs``, ``lr``, ``batch_size``,
+        ``schedule``, ``callbacks``, ``checkpoint_dir``, ...), applied on top
+        of ``config``; ``epochs`` is required when there is no ``config``.
 
     Returns
     -------
     History
-        Per-epoch losses, accuracies, learning rate and times.
+        Per-epoch losses, accuracies, learning rate and times;
+        ``history.wall_time_s`` is the wall time of the whole run, resumed
+        parts included (``history.segments`` lists them).
+
+    Raises
+    ------
+    ValueError
+        A setting outside what it accepts (see :class:`TrainConfig`), or
+        labels outside the classes of the data set or of the model.
+    TrainingDiverged
+        An epoch ended with a non-finite training loss or weights (a
+        subclass of ValueError; the message names the epoch and the last
+        good checkpoint, which is not overwritten).
+    IncompatibleCheckpointError
+        ``checkpoint_dir`` holds a checkpoint of a run with other settings.
 
     Notes
     -----
@@ -706,11 +705,6 @@ def fit(
     deterministic for a given ``seed`` and number of threads, and a resumed
     run ends bit-identical to an uninterrupted one.
 
-    References
-    ----------
-    C. Szegedy, V. Vanhoucke, S. Ioffe, J. Shlens and Z. Wojna, "Rethinking
-    the Inception Architecture for Computer Vision", CVPR 2016.
-
     Examples
     --------
     >>> from tuckerlab.data import load_dataset
@@ -718,7 +712,7 @@ def fit(
     >>> data = load_dataset("cifar10-subset")
     >>> model = get_model("resnet20")
     >>> history = fit(model, data, epochs=15, lr=0.2, schedule="onecycle")  # doctest: +SKIP
+    >>> cfg = TrainConfig(epochs=15, lr=0.2, schedule="onecycle")
+    >>> history = fit(model, data, cfg, seed=1)  # doctest: +SKIP
     """
-    kwargs = dict(locals())
-    del kwargs["model"], kwargs["data"]
-    return Trainer(model, data, **kwargs).fit()
+    return Trainer(model, data, config, **overrides).fit()
