@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_data
+from tiny import Interrupt, tiny_data
 
-from test_lc import Interrupt, Tiny
+from test_lc import Tiny
 from tuckerlab.layers import TuckerConv2d
 from tuckerlab.methods import admm_compress, lc_compress
 from tuckerlab.serialization import load_model

@@ -5,7 +5,7 @@ import copy
 import math
 
 import pytest
-from tiny import tiny_data
+from tiny import Interrupt, tiny_data
 import torch
 from torch import nn
 
@@ -40,17 +40,6 @@ class Tiny(nn.Module):
 def tiny(seed=0) -> Tiny:
     torch.manual_seed(seed)
     return Tiny()
-
-
-class Interrupt(Callback):
-    """Simulates a crash at the end of epoch ``at`` (before its checkpoint is written)."""
-
-    def __init__(self, at=None):
-        self.at = at
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if self.at is not None and epoch == self.at:
-            raise KeyboardInterrupt
 
 
 def same_state(a: nn.Module, b: nn.Module) -> bool:

@@ -34,6 +34,7 @@ import sys
 from typing import Sequence
 
 from . import admm, deploy, lc, train
+from ._common import check_rank
 
 __all__ = ["main", "build_parser"]
 
@@ -79,10 +80,13 @@ def _load_plugins(argv: Sequence[str] | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tuckerlab`` and ``python -m tuckerlab``."""
+    from tuckerlab.models import WeightsUnavailableError
+
     _load_plugins(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_rank(args)
         return args.func(args)
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
@@ -90,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tuckerlab {args.command}: interrupted{where}; run the same command again to resume from the last "
               "checkpoint (add --restart to start over)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, WeightsUnavailableError) as err:
         if args.debug:
             raise
         print(f"tuckerlab {args.command}: error: {err}", file=sys.stderr)

@@ -17,16 +17,29 @@ from typing import Any, Callable, Iterable
 __all__ = [
     "add_run_options", "add_training_options", "add_common", "add_method_start", "add_method_options",
     "default_of", "given", "device", "fraction", "load_dense", "starting_model", "write_compressed",
-    "sibling", "refuse", "train_kwargs", "method_kwargs", "method_provenance", "rank_help", "rank_spec",
+    "sibling", "refuse", "train_kwargs", "method_kwargs", "method_provenance", "rank_help", "check_rank",
 ]
 
 
 def default_of(fn: Callable, name: str, recipe: dict | None = None):
-    """The default of argument ``name`` of ``fn`` (``recipe[name]`` when the recipe sets it)."""
+    """The default of argument ``name`` of ``fn`` (``recipe[name]`` when the recipe sets it).
+
+    Training settings that ``fn`` passes on to :func:`tuckerlab.train.fit`
+    take :class:`tuckerlab.train.TrainConfig`'s default.
+    """
+    import dataclasses
+
+    from tuckerlab.train import TrainConfig
+
     if recipe is not None and name in recipe:
         return recipe[name]
     param = inspect.signature(fn).parameters.get(name)
-    return None if param is None or param.default is inspect.Parameter.empty else param.default
+    if param is not None and param.default is not inspect.Parameter.empty:
+        return param.default
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}.get(name)
+    if field is not None and field.default is not dataclasses.MISSING:
+        return field.default
+    return None
 
 
 def given(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
@@ -78,15 +91,16 @@ def device(name: str | None):
     return dev
 
 
-def rank_spec(text: str) -> str:
-    """``--rank``: a rank specification, checked now (the string is kept for the records)."""
+def check_rank(args: argparse.Namespace) -> None:
+    """``--rank``, if given: a rank specification, checked before anything is loaded or trained."""
     from tuckerlab.rank.selectors import as_selector
 
-    try:
-        as_selector(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return text
+    text = getattr(args, "rank", None)
+    if text is not None:
+        try:
+            as_selector(text)
+        except ValueError as err:
+            raise ValueError(f"--rank {text!r}: {err}") from None
 
 
 # ----------------------------------------------------------------- options
@@ -134,7 +148,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def add_method_start(p: argparse.ArgumentParser, file_help: str, scratch_help: str) -> None:
     """Where a method command starts (a model file or a fresh architecture), and where it writes."""
     p.add_argument("model_file", nargs="?", help=file_help)
-    p.add_argument("--model", default="resnet32", help="architecture when starting from scratch (default resnet32)")
+    p.add_argument("--model", default="resnet32",
+                   help="architecture when starting from scratch (default resnet32; torchvision:NAME for torchvision's)")
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="WEIGHTS",
+                   help="with --model torchvision:NAME: start from torchvision's pretrained weights")
     p.add_argument("--data", default=None, help="data set (default: the model's, else cifar10-subset)")
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--from-scratch", action="store_true", help=scratch_help)
@@ -181,7 +198,8 @@ def starting_model(args: argparse.Namespace, from_scratch: bool):
     dataset = args.data or "cifar10-subset"
     data = load_dataset(dataset, root=args.data_root)
     torch.manual_seed(args.seed)
-    model = get_model(args.model, num_classes=data.num_classes, in_channels=data.image_shape[0])
+    model = get_model(args.model, num_classes=data.num_classes, in_channels=data.image_shape[0],
+                      **({"pretrained": args.pretrained} if getattr(args, "pretrained", None) else {}))
     info = {"arch": args.model, "num_classes": data.num_classes, "in_channels": data.image_shape[0]}
     return model, info, dataset, data
 

@@ -13,7 +13,6 @@ from ._common import (
     method_kwargs,
     method_provenance,
     rank_help,
-    rank_spec,
     sibling,
     starting_model,
     write_compressed,
@@ -77,7 +76,7 @@ def register(sub) -> None:
     g = p.add_argument_group("compression")
     g.add_argument("--format", default=None, choices=list(format_names("conv", with_layer=True)),
                    help=f"format of the convolutions (default {default('format')}; tucker2 is Tucker on the channels)")
-    g.add_argument("--rank", type=rank_spec, default=None, help=rank_help() + " (default params:0.33, about 3x)")
+    g.add_argument("--rank", default=None, help=rank_help() + " (default params:0.33, about 3x)")
     g.add_argument("--include-linear", action="store_true", help="also compress linear layers (low rank)")
     g.add_argument("--rank-update", default=None, choices=["fixed", "shrink"],
                    help="keep the ranks, or re-select and shrink them at every update (default fixed)")

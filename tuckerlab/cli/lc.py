@@ -14,7 +14,6 @@ from ._common import (
     method_kwargs,
     method_provenance,
     rank_help,
-    rank_spec,
     refuse,
     sibling,
     starting_model,
@@ -90,7 +89,7 @@ def register(sub) -> None:
         g.add_argument("--target-params", type=fraction, default=None,
                        help="whole-model parameter ratio to keep, in (0, 1], e.g. 0.3 (lc: ranks by solve_budget, "
                             f"default {RECIPE['rank_params']}; tt-lc: the target of the Bayesian global factor)")
-        g.add_argument("--rank", type=rank_spec, default=None, help=rank_help())
+        g.add_argument("--rank", default=None, help=rank_help())
         g.add_argument("--include-linear", action="store_true", help="also compress linear layers (low rank)")
         g.add_argument("--rank-update", default=None, choices=["fixed", "shrink"],
                        help="keep the ranks of the first C-step, or re-select and shrink them at each C-step "

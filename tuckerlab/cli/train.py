@@ -27,7 +27,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{args.model}-{args.data}")
     data = load_dataset(args.data, root=args.data_root)
     torch.manual_seed(args.seed)
-    model = get_model(args.model, num_classes=data.num_classes, in_channels=data.image_shape[0])
+    model = get_model(args.model, num_classes=data.num_classes, in_channels=data.image_shape[0],
+                      **({"pretrained": args.pretrained} if args.pretrained else {}))
     kwargs = train_kwargs(args, args.epochs, args.lr)
     with Stopwatch() as clock:
         history = fit(model, data, checkpoint_dir=out / "checkpoints", resume=not args.restart, **kwargs)
@@ -37,9 +38,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                in_channels=data.image_shape[0], extra={"dataset": args.data, **summary})
     results = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], **summary,
                "history": history.to_dict()}
+    # the whole run: earlier, interrupted processes included (the clock saw only this one)
+    earlier = history.wall_time_s - history.segments[-1]["wall_time_s"] if history.segments else 0.0
     prov = provenance(dataset=args.data, model=args.model, seed=args.seed, device=kwargs["device"],
-                      wall_time_s=clock.seconds, command="train", epochs=args.epochs, lr=args.lr,
-                      batch_size=args.batch_size, schedule=args.schedule)
+                      wall_time_s=clock.seconds + earlier, command="train", epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, schedule=args.schedule,
+                      wall_time_parts={"this_process_s": clock.seconds, "earlier_processes_s": earlier},
+                      pretrained=args.pretrained)
     path = write_results(out, results, prov)
     print(f"{args.model} on {args.data}: test accuracy {100 * test['accuracy']:.2f}% "
           f"({summary['params']:,} params, {summary['macs'] / 1e6:.2f}M MACs), "
@@ -182,8 +187,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     torch.manual_seed(args.seed)
     model = get_model(args.model, num_classes=data.num_classes, in_channels=data.image_shape[0])
-    print(f"[1/2] training {args.model} on {args.data} ({len(data.y_train):,} train / "
-          f"{len(data.y_test):,} test images) for {args.epochs} epochs")
+    print(f"[1/2] training {args.model} on {args.data} ({data.num_images('train'):,} train / "
+          f"{data.num_images('test'):,} test images) for {args.epochs} epochs")
     with Stopwatch() as clock:
         history = fit(model, data, checkpoint_dir=out / "dense" / "checkpoints", resume=not args.restart,
                       **train_kwargs(args, args.epochs, args.lr))
@@ -198,18 +203,23 @@ def add_format_options(p: argparse.ArgumentParser, rank: str) -> None:
     """``--format`` (``--method`` is its older name), ``--rank`` and ``--include-linear``."""
     from tuckerlab.formats import format_names
 
-    from ._common import rank_help, rank_spec
+    from ._common import rank_help
 
     choices = list(format_names("conv", with_layer=True))
     p.add_argument("--format", "--method", dest="format", default="tucker2", choices=choices,
                    help="format of the convolutions (default tucker2; --method is an older name)")
-    p.add_argument("--rank", type=rank_spec, default=rank, help=rank_help() + f" (default {rank!r})")
+    p.add_argument("--rank", default=rank, help=rank_help() + f" (default {rank!r})")
     p.add_argument("--include-linear", action="store_true", help="also factorize linear layers (low rank)")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model from scratch", description=cmd_train.__doc__)
-    p.add_argument("--model", default="resnet20", help="architecture (see `tuckerlab info --list`)")
+    p = sub.add_parser("train", help="train a model from scratch (or from torchvision's weights)",
+                       description=cmd_train.__doc__)
+    p.add_argument("--model", default="resnet20",
+                   help="architecture (see `tuckerlab info --list`), or torchvision:NAME for any torchvision model")
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="WEIGHTS",
+                   help="torchvision:NAME only: start from torchvision's pretrained weights (optionally their name, "
+                        "e.g. IMAGENET1K_V1); they are downloaded once and cached by torch")
     p.add_argument("--data", default="cifar10-subset", help="data set (default cifar10-subset, offline)")
     p.add_argument("--out", default=None, help="output folder (default runs/MODEL-DATA)")
     add_training_options(p, epochs=15, lr=0.2)

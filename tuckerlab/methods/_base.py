@@ -215,14 +215,14 @@ class ProjectionCallback(Callback):
 
         return SelectionContext(
             data=self.data if self.data is not None else trainer.data, device=trainer.device, seed=trainer.seed,
-            input_size=tuple(trainer.data.x_train.shape[1:]),
+            input_size=tuple(trainer.data.image_shape),
         )
 
     def _select(self, trainer) -> Projector:
         """Layers and ranks proposed by the selector for the current weights, checked."""
         model = trainer.model
         if self.layers is None:
-            self.layers = self.layer_choice.select(model, tuple(trainer.data.x_train.shape[1:]))
+            self.layers = self.layer_choice.select(model, tuple(trainer.data.image_shape))
         layers = self.layers if self.projector is None else self.layers.only(self.projector.names)
         ranks = self.selector.select(model, self.format, layers, self._context(trainer))
         return Projector.from_ranks(model, self.format, ranks, layers, self.projection_options, self.selector)
@@ -358,7 +358,11 @@ class MethodResult:
         After fine-tuning (None without).
     finetune_history : History or None
     seconds : float
-        Wall time of training, compression and fine-tuning.
+        Wall time of training, compression and fine-tuning, the processes
+        of earlier, resumed parts of the run included.
+    wall_time : dict
+        ``{"this_process_s", "earlier_processes_s"}``: how ``seconds``
+        splits between this call and the interrupted ones it resumed.
     rank_selection : dict or None
         How the ranks were chosen, when a selector chose them.
     log_key : str
@@ -386,6 +390,7 @@ class MethodResult:
     log_key: str = "log"
     label: str = "dense"
     final_line: str = ""
+    wall_time: dict = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
@@ -419,6 +424,7 @@ class MethodResult:
             "finetune_history": self.finetune_history.to_dict() if self.finetune_history is not None else None,
             "rank_selection": self.rank_selection,
             "seconds": round(self.seconds, 2),
+            "wall_time": {k: round(v, 2) for k, v in self.wall_time.items()},
         }
 
     def summary(self) -> str:
@@ -568,6 +574,9 @@ def run_method(
                 resume=resume, device=device, seed=seed, progress=progress, **fit_kwargs,
             )
             accuracy_finetuned = _final_accuracy(finetune_history, compressed, data, device)
+    # a resumed run: the training segments of the interrupted processes count too
+    earlier = sum(h.wall_time_s - h.segments[-1]["wall_time_s"]
+                  for h in (history, finetune_history) if h is not None and h.segments)
     return MethodResult(
         model=compressed,
         report=report,
@@ -581,7 +590,8 @@ def run_method(
         accuracy_compressed=accuracy_compressed,
         accuracy_finetuned=accuracy_finetuned,
         finetune_history=finetune_history,
-        seconds=clock.seconds,
+        seconds=clock.seconds + earlier,
+        wall_time={"this_process_s": clock.seconds, "earlier_processes_s": earlier},
         rank_selection=callback.rank_selection() if callback is not None else None,
         log_key=log_key,
         label=label,

@@ -409,7 +409,7 @@ class LCCallback(ProjectionCallback):
 # ---------------------------------------------------------------- driver
 def _steps_per_epoch(data, batch_size: int, max_steps_per_epoch: int | None) -> int:
     """Steps per epoch as :func:`tuckerlab.train.fit` counts them."""
-    steps = data.x_train.shape[0] // batch_size
+    steps = data.num_images("train") // batch_size
     if max_steps_per_epoch is not None:
         steps = max(1, min(steps, int(max_steps_per_epoch)))
     return steps

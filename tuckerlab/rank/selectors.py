@@ -85,12 +85,12 @@ class SelectionContext:
 
         data = self.require_data("train_batch")
         g = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        idx = torch.randperm(data.x_train.shape[0], generator=g)[:n]
+        idx = torch.randperm(data.num_images("train"), generator=g)[:n]
         device = self.device or torch.device("cpu")
         mean = torch.as_tensor(data.mean, dtype=torch.float32, device=device)
         std = torch.as_tensor(data.std, dtype=torch.float32, device=device)
-        x = normalize(data.x_train[idx].to(device), mean, std)
-        return x, data.y_train[idx].to(device=device, dtype=torch.long)
+        x, y = data.take("train", idx)
+        return normalize(x.to(device), mean, std), y.to(device=device, dtype=torch.long)
 
 
 class RankSelector:
