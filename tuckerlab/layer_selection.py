@@ -263,9 +263,13 @@ def select_layers(
     ------
     ValueError
         For a ``skip`` pattern or a name in ``names`` that matches no module,
-        or a name that is not a convolution or linear layer.
+        a name that is not a convolution or linear layer, or a model with NaN
+        or Inf parameters (named).
     """
+    from tuckerlab.projection import check_finite
+
     input_size = tuple(int(d) for d in input_size)
+    check_finite(dict(model.named_parameters()), "parameter")  # a broken model is not compressed, even in part
     all_names = [n for n, _ in model.named_modules()]
     skipped_fn = skip_predicate(skip, all_names)
     candidates = _candidates(model)

@@ -444,12 +444,9 @@ def compress_model(
     from tuckerlab.projection import LayerSpec
     from tuckerlab.rank.selectors import FixedRanks, SelectionContext, as_selector
 
-    from tuckerlab.projection import check_finite
-
     fmt = _conv_format(format)
     if execution not in EXECUTION_MODES:
         raise ValueError(f"`execution` must be one of {EXECUTION_MODES}, got {execution!r}.")
-    check_finite(dict(model.named_parameters()), "parameter")  # a broken model is not compressed, even in part
     selector = as_selector(rank)
     if isinstance(selector, FixedRanks):
         check_layer_names(model, selector.ranks)

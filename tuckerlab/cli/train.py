@@ -101,7 +101,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         model = get_model(args.model, num_classes=args.num_classes, in_channels=args.input_size[0])
         name = args.model
     else:
-        raise SystemExit("tuckerlab info: give --model NAME or a model file")
+        raise ValueError("give --model NAME or a model file")
     input_size = tuple(args.input_size)
     macs = layer_macs(model, input_size)
     modules = dict(model.named_modules())
