@@ -28,8 +28,11 @@ The conventions (see DEVELOPERS.md, "Notebook conventions"):
 :func:`check_outputs` checks the stored outputs the book is built from: the
 notebook records (in ``metadata.tuckerlab``, written by
 ``scripts/reproduce.py``) the hash of its code cells when they ran, and that
-hash must still match; every code cell ran; and no output comes from a
-working tree with uncommitted changes (``-dirty`` in a provenance).
+hash must still match; every code cell ran; no output comes from a
+working tree with uncommitted changes (``-dirty`` in a provenance); and every
+percentage the prose quotes with decimals ("65.59 %") is shown by an output
+(as such, or as a fraction: 3.5 % as 0.035), so that a re-run cannot leave
+the text quoting numbers the page no longer shows.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ _BIB_ENTRY = re.compile(r"^\s*@(\w+)\s*\{\s*([^,\s]+)\s*,", re.M)
 _TOC_FILE = re.compile(r"^\s*(?:-\s*)?(?:file|root)\s*:\s*([^\s#]+)", re.M)
 _NBVAL_COMMENT = re.compile(r"^\s*#\s*NBVAL_\w+", re.M)
 _DIRTY = re.compile(r"\b[0-9a-f]{7,40}-dirty\b")
+_QUOTED_PERCENT = re.compile(r"(?<![\d.])(\d+\.\d{1,2})\s?%")
 
 
 # ---------------------------------------------------------------------------
@@ -353,6 +357,18 @@ def check_outputs(path: Path) -> list[str]:
             problems.append(
                 f"{name}: cell {i} shows a provenance from a dirty tree ({dirty.group()}); {rerun}"
             )
+    outputs = "\n".join(_output_text(c) for c in nb.get("cells", []) if c.get("cell_type") == "code")
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "markdown":
+            continue
+        for m in _QUOTED_PERCENT.finditer("\n".join(markdown_lines(_source(cell)))):
+            value = m.group(1)
+            shown = {value, f"{float(value) / 100:.3f}", f"{float(value) / 100:.4f}"}
+            if not any(v in outputs for v in shown):
+                problems.append(
+                    f"{name}: markdown cell {i} quotes {m.group(0)!r}, which no output shows; "
+                    "quote the numbers the outputs print"
+                )
     return problems
 
 

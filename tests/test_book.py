@@ -191,6 +191,14 @@ def test_outputs_check_fails_on_a_real_chapter_edited_without_rerunning(tmp_path
     assert any("stale" in p for p in problems), problems
 
 
+def test_quoted_numbers_shown_by_an_output_pass(tmp_path, good):
+    nb = _executed(good)
+    _set(_cells(nb, "markdown")[1], "## The idea\n\n12.34 % of it, and 3.5% of that.")
+    _cells(nb, "code")[-1]["outputs"] = [{"output_type": "stream", "name": "stdout",
+                                          "text": ["accuracy 12.34%, kept 0.035\n"]}]
+    assert cn.check_outputs(_write(tmp_path / "01_tiny.ipynb", nb)) == []
+
+
 def test_outputs_check_ignores_markdown_and_tags(tmp_path, good):
     nb = _executed(good)
     _set(_cells(nb, "markdown")[0], "# Another title\n\nNew prose.")
@@ -203,6 +211,7 @@ def test_outputs_check_ignores_markdown_and_tags(tmp_path, good):
     ("dirty_commit", "dirty tree"),
     ("dirty_output", "dirty tree"),
     ("not_run", "has not been run"),
+    ("unshown_number", "quotes '12.34 %'"),
 ])
 def test_outputs_check_catches(tmp_path, good, breakage, expected):
     nb = _executed(good)
@@ -216,6 +225,8 @@ def test_outputs_check_catches(tmp_path, good, breakage, expected):
                                 "text": ["git_commit: " + "cd" * 20 + "-dirty\n"]}]
     elif breakage == "not_run":
         code[-1]["execution_count"] = None
+    elif breakage == "unshown_number":
+        _set(_cells(nb, "markdown")[1], "## The idea\n\nIt reaches 12.34 % here.")
     problems = cn.check_outputs(_write(tmp_path / "01_tiny.ipynb", nb))
     assert any(expected in p for p in problems), problems
 
