@@ -276,8 +276,19 @@ class NetworkRecipe:
         return get(self.model), get(self.dataset), dict(get(self.fit))
 
 
-_DENSE_QUICK = dict(epochs=15, lr=0.2, schedule="onecycle", eval_every=0)
-_DENSE_TEST = dict(epochs=1, lr=0.2, schedule="onecycle", eval_every=0, max_steps_per_epoch=3)
+def _dense(description: str, chapter: str, full_model: str, full_epochs: int) -> NetworkRecipe:
+    """A network trained densely: the quick-mode recipe every chapter shares."""
+    return NetworkRecipe(
+        description, (chapter,),
+        model={"quick": "resnet20", "full": full_model},
+        dataset={"quick": "cifar10-subset", "full": "cifar10"},
+        fit={
+            "test": dict(epochs=1, lr=0.2, schedule="onecycle", eval_every=0, max_steps_per_epoch=3),
+            "quick": dict(epochs=15, lr=0.2, schedule="onecycle", eval_every=0),
+            "full": dict(epochs=full_epochs, lr=0.1, schedule="cosine", eval_every=0),
+        },
+    )
+
 
 #: The trained networks chapters share. In quick mode the three dense
 #: recipes are the same network (same settings, hence the same cache folder);
@@ -294,30 +305,12 @@ NETWORKS: dict[str, NetworkRecipe] = {
             "full": dict(epochs=20, lr=0.2, schedule="onecycle"),
         },
     ),
-    "dense-resnet20": NetworkRecipe(
-        "ResNet-20 trained densely: the network whose ranks are chosen",
-        ("04_choosing_ranks",),
-        model={"quick": "resnet20", "full": "resnet20"},
-        dataset={"quick": "cifar10-subset", "full": "cifar10"},
-        fit={"test": _DENSE_TEST, "quick": _DENSE_QUICK,
-             "full": dict(epochs=200, lr=0.1, schedule="cosine", eval_every=0)},
-    ),
-    "dense-ttlc": NetworkRecipe(
-        "the dense baseline of TT-LC: all its epochs but the fine-tuning",
-        ("05_tt_lc",),
-        model={"quick": "resnet20", "full": "resnet32"},
-        dataset={"quick": "cifar10-subset", "full": "cifar10"},
-        fit={"test": _DENSE_TEST, "quick": _DENSE_QUICK,
-             "full": dict(epochs=185, lr=0.1, schedule="cosine", eval_every=0)},
-    ),
-    "dense-admm": NetworkRecipe(
-        "the trained network ADMM, LC and decompose-then-fine-tune start from",
-        ("06_admm_tt",),
-        model={"quick": "resnet20", "full": "resnet32"},
-        dataset={"quick": "cifar10-subset", "full": "cifar10"},
-        fit={"test": _DENSE_TEST, "quick": _DENSE_QUICK,
-             "full": dict(epochs=200, lr=0.1, schedule="cosine", eval_every=0)},
-    ),
+    "dense-resnet20": _dense("ResNet-20 trained densely: the network whose ranks are chosen",
+                             "04_choosing_ranks", "resnet20", 200),
+    "dense-ttlc": _dense("the dense baseline of TT-LC: all its epochs but the fine-tuning",
+                         "05_tt_lc", "resnet32", 185),
+    "dense-admm": _dense("the trained network ADMM, LC and decompose-then-fine-tune start from",
+                         "06_admm_tt", "resnet32", 200),
 }
 
 
