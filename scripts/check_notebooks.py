@@ -8,9 +8,10 @@
 The conventions (see DEVELOPERS.md, "Notebook conventions"):
 
 1. a ``# Title`` in the first markdown cell, and ``python3`` as kernel;
-2. the first code cell is the Colab-only install cell
-   (:data:`tuckerlab.notebook.INSTALL_CELL`);
-3. the second code cell calls ``tuckerlab.notebook.setup``;
+2. the first code cell is exactly the Colab-only install cell
+   (:data:`tuckerlab.notebook.INSTALL_CELL`), tagged ``remove-cell``;
+3. the second code cell calls ``tuckerlab.notebook.setup`` with
+   ``chapter="<the notebook's file name>"``;
 4. a function defined in a notebook is checked: some cell at or after its
    definition uses it together with an ``assert``, ``np.testing`` /
    ``torch.testing``, or a ``check_*`` call (library code is derived and
@@ -19,15 +20,25 @@ The conventions (see DEVELOPERS.md, "Notebook conventions"):
    ``{exercise}`` directives and a ``tuckerlab.exercises`` ``check_*`` call;
 6. every ``{solution}`` folds away (``:class: dropdown``);
 7. every ``{cite}`` key is in ``book/references.bib``;
-8. ``_toc.yml`` lists every notebook, and every file it lists exists.
+8. ``_toc.yml`` lists every notebook, and every file it lists exists;
+9. code lines fit the page: at most :data:`MAX_LINE` characters;
+10. nbval markers are cell tags (``nbval-check-output``), not comments that
+    the pages would show.
 
-Only the standard library is used, so the check runs before anything else is
-installed.
+:func:`check_outputs` checks the stored outputs the book is built from: the
+notebook records (in ``metadata.tuckerlab``, written by
+``scripts/reproduce.py``) the hash of its code cells when they ran, and that
+hash must still match; every code cell ran; no output comes from a
+working tree with uncommitted changes (``-dirty`` in a provenance); and every
+percentage the prose quotes with decimals ("65.59 %") is shown by an output
+(as such, or as a fraction: 3.5 % as 0.035), so that a re-run cannot leave
+the text quoting numbers the page no longer shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -39,6 +50,9 @@ TOC = Path("_toc.yml")
 NOTEBOOK_DIR = Path("notebooks")
 
 MIN_EXERCISES = 3
+MAX_LINE = 88
+#: Where scripts/reproduce.py records the run that produced the outputs.
+RECORD_KEY = "tuckerlab"
 
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,}|:{3,})")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -51,6 +65,9 @@ _CHECKED = re.compile(
 _CHECK_CALL = re.compile(r"\bcheck_\w+\s*\(")
 _BIB_ENTRY = re.compile(r"^\s*@(\w+)\s*\{\s*([^,\s]+)\s*,", re.M)
 _TOC_FILE = re.compile(r"^\s*(?:-\s*)?(?:file|root)\s*:\s*([^\s#]+)", re.M)
+_NBVAL_COMMENT = re.compile(r"^\s*#\s*NBVAL_\w+", re.M)
+_DIRTY = re.compile(r"\b[0-9a-f]{7,40}-dirty\b")
+_QUOTED_PERCENT = re.compile(r"(?<![\d.])(\d+\.\d{1,2})\s?%")
 
 
 # ---------------------------------------------------------------------------
@@ -121,15 +138,17 @@ def toc_files(root: Path) -> list[str]:
 # one notebook
 # ---------------------------------------------------------------------------
 
+def install_cell() -> str:
+    """:data:`tuckerlab.notebook.INSTALL_CELL`, the one source of the install line."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tuckerlab.notebook import INSTALL_CELL  # noqa: PLC0415
+
+    return INSTALL_CELL
+
+
 def _is_install_cell(src: str) -> bool:
-    lines = [ln for ln in src.strip().splitlines() if ln.strip()]
-    return (
-        bool(lines)
-        and lines[0].strip() == "%%capture"
-        and "google.colab" in src
-        and re.search(r"[%!]pip install", src) is not None
-        and "tuckerlab" in src
-    )
+    return src.strip() == install_cell().strip()
 
 
 def _is_setup_cell(src: str) -> bool:
@@ -139,6 +158,27 @@ def _is_setup_cell(src: str) -> bool:
         re.search(r"from\s+tuckerlab\.notebook\s+import\s+[^\n]*\bsetup\b", src)
         and re.search(r"(?<![\w.])setup\s*\(", src)
     )
+
+
+def code_hash(nb: dict) -> str:
+    """SHA-256 of a notebook's code cells: what its stored outputs depend on."""
+    digest = hashlib.sha256()
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code":
+            digest.update(_source(cell).rstrip().encode("utf-8") + b"\n\0")
+    return digest.hexdigest()
+
+
+def _output_text(cell: dict) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            parts.append("".join(out["text"]) if isinstance(out["text"], list) else out["text"])
+        for key in ("text/plain", "text/html", "text/markdown"):
+            value = out.get("data", {}).get(key)
+            if value is not None:
+                parts.append("".join(value) if isinstance(value, list) else value)
+    return "\n".join(parts)
 
 
 def check_notebook(path: Path, keys: set[str] | None = None) -> list[str]:
@@ -167,15 +207,37 @@ def check_notebook(path: Path, keys: set[str] | None = None) -> list[str]:
     # 2-3. install and set-up cells
     if not code or not _is_install_cell(code[0][1]):
         problems.append(
-            f"{name}: the first code cell should be the Colab-only install cell "
-            "('%%capture', then pip install guarded by 'google.colab' in sys.modules; "
-            "see tuckerlab.notebook.INSTALL_CELL)"
+            f"{name}: the first code cell should be the Colab-only install cell, exactly "
+            "tuckerlab.notebook.INSTALL_CELL (pip install from the repository, guarded by "
+            "'google.colab' in sys.modules, its errors shown)"
         )
+    elif "remove-cell" not in cells[code[0][0]].get("metadata", {}).get("tags", []):
+        problems.append(f"{name}: tag the install cell 'remove-cell' so the pages do not show it")
     if len(code) < 2 or not _is_setup_cell(code[1][1]):
         problems.append(
-            f"{name}: the second code cell should call tuckerlab.notebook.setup(seed=...) "
+            f"{name}: the second code cell should call "
+            f"tuckerlab.notebook.setup(seed=..., chapter={path.stem!r}) "
             "(see tuckerlab.notebook.SETUP_CELL)"
         )
+    elif not re.search(rf"chapter\s*=\s*[\"']{re.escape(path.stem)}[\"']", code[1][1]):
+        problems.append(
+            f"{name}: the set-up cell should pass chapter={path.stem!r} to "
+            "tuckerlab.notebook.setup (it prints full mode's estimated time)"
+        )
+
+    # 9-10. what the page shows of the code
+    for i, src in code:
+        for j, line in enumerate(src.splitlines(), start=1):
+            if len(line) > MAX_LINE:
+                problems.append(
+                    f"{name}: cell {i} line {j} has {len(line)} characters; "
+                    f"at most {MAX_LINE} fit the page"
+                )
+        if _NBVAL_COMMENT.search(src):
+            problems.append(
+                f"{name}: cell {i} has an '# NBVAL_...' comment, which the page shows; "
+                "use a cell tag instead (e.g. 'nbval-check-output')"
+            )
 
     # 4. functions defined in the notebook are checked later on
     for k, (i, src) in enumerate(code):
@@ -257,6 +319,60 @@ def check_notebook(path: Path, keys: set[str] | None = None) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+# stored outputs
+# ---------------------------------------------------------------------------
+
+def check_outputs(path: Path) -> list[str]:
+    """Problems of a notebook's stored outputs (empty: they are current and clean).
+
+    The book is built from these outputs without running anything, so they
+    must come from the code the notebook holds now, from a committed tree.
+    """
+    path = Path(path)
+    name = path.name
+    rerun = f"run `make reproduce CHAPTER={path.stem}` from a clean commit"
+    try:
+        nb = load_notebook(path)
+    except (OSError, json.JSONDecodeError) as err:
+        return [f"{name}: cannot be read as a notebook ({err})"]
+    problems = []
+    record = nb.get("metadata", {}).get(RECORD_KEY, {})
+    if not record.get("code_sha256"):
+        problems.append(f"{name}: no record of the run that produced its outputs; {rerun}")
+    elif record["code_sha256"] != code_hash(nb):
+        problems.append(
+            f"{name}: its code cells changed after its outputs were produced "
+            f"(at {record.get('executed_at', '?')}); the stored outputs are stale: {rerun}"
+        )
+    commit = str(record.get("git_commit") or "")
+    if commit.endswith("-dirty"):
+        problems.append(f"{name}: its outputs were produced from a dirty tree ({commit}); {rerun}")
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code" or not _source(cell).strip():
+            continue
+        if cell.get("execution_count") is None:
+            problems.append(f"{name}: code cell {i} has not been run; {rerun}")
+        dirty = _DIRTY.search(_output_text(cell))
+        if dirty:
+            problems.append(
+                f"{name}: cell {i} shows a provenance from a dirty tree ({dirty.group()}); {rerun}"
+            )
+    outputs = "\n".join(_output_text(c) for c in nb.get("cells", []) if c.get("cell_type") == "code")
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "markdown":
+            continue
+        for m in _QUOTED_PERCENT.finditer("\n".join(markdown_lines(_source(cell)))):
+            value = m.group(1)
+            shown = {value, f"{float(value) / 100:.3f}", f"{float(value) / 100:.4f}"}
+            if not any(v in outputs for v in shown):
+                problems.append(
+                    f"{name}: markdown cell {i} quotes {m.group(0)!r}, which no output shows; "
+                    "quote the numbers the outputs print"
+                )
+    return problems
+
+
+# ---------------------------------------------------------------------------
 # the whole book
 # ---------------------------------------------------------------------------
 
@@ -283,6 +399,7 @@ def check_book(root: Path = ROOT) -> list[str]:
                 problems.append(f"{md.relative_to(root)}: cites {key!r}, which is not in {BIB}")
     for nb in notebooks:
         problems.extend(check_notebook(nb, keys))
+        problems.extend(check_outputs(nb))
     return problems
 
 
@@ -297,10 +414,16 @@ def _cell(kind: str, text: str, **metadata) -> dict:
     return cell
 
 
-def skeleton(title: str, slug: str) -> dict:
-    """A new notebook that already follows every convention."""
-    sys.path.insert(0, str(ROOT))
+def skeleton(title: str, slug: str, chapter: str = "01_tiny") -> dict:
+    """A new notebook that already follows every convention.
+
+    ``chapter`` is its file name without suffix, passed to ``setup``.
+    """
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from tuckerlab.notebook import INSTALL_CELL, SETUP_CELL  # noqa: PLC0415
+
+    setup_cell = re.sub(r'chapter="[^"]*"', f'chapter="{chapter}"', SETUP_CELL)
 
     exercises = "\n\n".join(
         f"```{{exercise}}\n:label: {slug}-exercise-{k}\n\nExercise {k}.\n```\n\n"
@@ -310,7 +433,7 @@ def skeleton(title: str, slug: str) -> dict:
     cells = [
         _cell("markdown", f"# {title}\n\nWhat this chapter shows, in two sentences."),
         _cell("code", INSTALL_CELL.rstrip("\n"), tags=["remove-cell"]),
-        _cell("code", SETUP_CELL.rstrip("\n")),
+        _cell("code", setup_cell.rstrip("\n")),
         _cell("markdown", "## The idea\n\nText, equations and code."),
         _cell("markdown", "## Exercises\n\n" + exercises),
         _cell(
@@ -337,7 +460,7 @@ def write_skeleton(path: Path, title: str) -> None:
     if path.exists():
         raise SystemExit(f"{path} exists; not overwriting it")
     slug = re.sub(r"^\d+_", "", path.stem).replace("_", "-")
-    nb = skeleton(title, slug)
+    nb = skeleton(title, slug, path.stem)
     for k, cell in enumerate(nb["cells"]):
         cell["id"] = f"{slug}-{k}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -356,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.notebooks:
         keys = bib_keys(ROOT / BIB)
-        problems = [p for nb in args.notebooks for p in check_notebook(nb, keys)]
+        problems = [p for nb in args.notebooks for p in check_notebook(nb, keys) + check_outputs(nb)]
     else:
         problems = check_book(ROOT)
     for p in problems:

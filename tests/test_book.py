@@ -40,6 +40,24 @@ def test_notebook_follows_conventions(path):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_stored_outputs_are_current_and_clean(path):
+    # The book is built from these outputs: they must come from the code the
+    # notebook holds, run from a commit (make reproduce CHAPTER=...).
+    problems = cn.check_outputs(path)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_code_lines_fit_the_page(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    long = [
+        (i, line) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
+        for line in cn._source(c).splitlines() if len(line) > cn.MAX_LINE
+    ]
+    assert not long, f"lines over {cn.MAX_LINE} characters: {long}"
+
+
 def test_bib_keys_are_unique_and_cover_the_seed_papers():
     text = (ROOT / cn.BIB).read_text(encoding="utf-8")
     keys = [k for kind, k in cn._BIB_ENTRY.findall(text) if kind.lower() != "comment"]
@@ -54,13 +72,21 @@ def test_config_keys():
     yaml = pytest.importorskip("yaml")
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert cfg["only_build_toc_files"] is True
-    assert cfg["execute"]["execute_notebooks"] == "cache"
-    assert cfg["execute"]["timeout"] >= 600
+    # The book is built from stored outputs: nothing runs while it builds.
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    # MathJax is served from the build, not from a CDN.
+    assert "sphinx-mathjax-offline" in cfg["sphinx"]["extra_extensions"]
+    assert not cfg["sphinx"]["config"]["mathjax_path"].startswith(("http:", "https:", "//"))
     assert "sphinx_exercise" in cfg["sphinx"]["extra_extensions"]
     for bib in cfg["bibtex_bibfiles"]:
         assert (ROOT / bib).exists()
     assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
-    assert cfg["repository"]["url"] == "https://github.com/tuckerlab/tuckerlab"
+    from tuckerlab.notebook import INSTALL_CELL, REPOSITORY_URL
+
+    # One place for where the package is published: the Colab install line
+    # installs from the repository the book names.
+    assert cfg["repository"]["url"] == REPOSITORY_URL
+    assert f"git+{REPOSITORY_URL}" in INSTALL_CELL
     # Sphinx must not walk environments, tests or build outputs.
     for pattern in (".venv", "_build", "tests", "runs"):
         assert pattern in cfg["exclude_patterns"]
@@ -74,6 +100,135 @@ def test_cells_in_the_docs_are_the_ones_the_checker_accepts():
     how_to = (ROOT / "book" / "how_to_use.md").read_text(encoding="utf-8")
     assert INSTALL_CELL.strip() in how_to
     assert SETUP_CELL.strip() in how_to
+
+
+def test_install_cell_shows_pip_errors():
+    from tuckerlab.notebook import INSTALL_CELL
+
+    # %%capture would hide a failed install; -q only quietens a good one.
+    assert "%%capture" not in INSTALL_CELL and "%pip install -q" in INSTALL_CELL
+    assert 'if "google.colab" in sys.modules' in INSTALL_CELL
+
+
+def test_how_to_use_lists_every_exercise_check():
+    from tuckerlab import exercises
+
+    how_to = (ROOT / "book" / "how_to_use.md").read_text(encoding="utf-8")
+    checks = [n for n in exercises.__all__ if n.startswith("check_")]
+    assert len(checks) >= 10
+    missing = [n for n in checks if f"`{n}`" not in how_to]
+    assert not missing, f"how_to_use.md does not list {missing}"
+
+
+# ---------------------------------------------------------------------------
+# the library map page
+# ---------------------------------------------------------------------------
+
+_lm_spec = importlib.util.spec_from_file_location("library_map", ROOT / "scripts" / "library_map.py")
+lm = importlib.util.module_from_spec(_lm_spec)
+_lm_spec.loader.exec_module(lm)
+
+
+def _page_sections(text):
+    sections, current = {}, None
+    for line in text.splitlines():
+        head = re.match(r"^## `([\w.]+)`\s*$", line)
+        if head:
+            current = sections.setdefault(head.group(1), [])
+        elif current is not None and (row := re.match(r"^\| `([^`]+)` \|", line)):
+            current.append(row.group(1))
+    return sections
+
+
+def test_library_map_lists_each_modules_public_api():
+    sections = _page_sections(lm.PAGE.read_text(encoding="utf-8"))
+    assert list(sections) == list(lm.MODULES)
+    for module in lm.MODULES:
+        assert sections[module] == lm.module_names(module), (
+            f"book/library_map.md is out of date for {module}: "
+            "run python scripts/library_map.py --write"
+        )
+
+
+def test_library_map_check_can_fail():
+    text = lm.PAGE.read_text(encoding="utf-8")
+    sections = _page_sections(text.replace("| `tensor_train` |", "| `tensor_trains` |"))
+    assert sections["tuckerlab.decompose"] != lm.module_names("tuckerlab.decompose")
+
+
+# ---------------------------------------------------------------------------
+# the stale-output check
+# ---------------------------------------------------------------------------
+
+def _executed(nb):
+    """Mark every code cell as run and record the code hash, as reproduce.py does."""
+    nb = copy.deepcopy(nb)
+    for k, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        cell["execution_count"] = k + 1
+    nb["metadata"][cn.RECORD_KEY] = {"code_sha256": cn.code_hash(nb), "git_commit": "0" * 40}
+    return nb
+
+
+def test_outputs_check_passes_a_fresh_run(tmp_path, good):
+    assert cn.check_outputs(_write(tmp_path / "01_tiny.ipynb", _executed(good))) == []
+
+
+def test_outputs_check_fails_when_code_changed_after_the_run(tmp_path, good):
+    nb = _executed(good)
+    code = _cells(nb, "code")
+    _set(code[-1], cn._source(code[-1]) + "\nprint('edited')")
+    problems = cn.check_outputs(_write(tmp_path / "01_tiny.ipynb", nb))
+    assert any("changed after its outputs were produced" in p for p in problems), problems
+
+
+def test_outputs_check_fails_on_a_real_chapter_edited_without_rerunning(tmp_path):
+    path = ROOT / "notebooks" / "01_tucker.ipynb"
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    assert cn.check_outputs(path) == []
+    cell = next(c for c in nb["cells"] if "def hosvd" in cn._source(c))
+    _set(cell, cn._source(cell).replace("rank", "ranks"))
+    problems = cn.check_outputs(_write(tmp_path / "01_tucker.ipynb", nb))
+    assert any("stale" in p for p in problems), problems
+
+
+def test_quoted_numbers_shown_by_an_output_pass(tmp_path, good):
+    nb = _executed(good)
+    _set(_cells(nb, "markdown")[1], "## The idea\n\n12.34 % of it, and 3.5% of that.")
+    _cells(nb, "code")[-1]["outputs"] = [{"output_type": "stream", "name": "stdout",
+                                          "text": ["accuracy 12.34%, kept 0.035\n"]}]
+    assert cn.check_outputs(_write(tmp_path / "01_tiny.ipynb", nb)) == []
+
+
+def test_outputs_check_ignores_markdown_and_tags(tmp_path, good):
+    nb = _executed(good)
+    _set(_cells(nb, "markdown")[0], "# Another title\n\nNew prose.")
+    _cells(nb, "code")[-1]["metadata"]["tags"] = ["hide-input"]
+    assert cn.check_outputs(_write(tmp_path / "01_tiny.ipynb", nb)) == []
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("no_record", "no record of the run"),
+    ("dirty_commit", "dirty tree"),
+    ("dirty_output", "dirty tree"),
+    ("not_run", "has not been run"),
+    ("unshown_number", "quotes '12.34 %'"),
+])
+def test_outputs_check_catches(tmp_path, good, breakage, expected):
+    nb = _executed(good)
+    code = _cells(nb, "code")
+    if breakage == "no_record":
+        del nb["metadata"][cn.RECORD_KEY]
+    elif breakage == "dirty_commit":
+        nb["metadata"][cn.RECORD_KEY]["git_commit"] = "ab" * 20 + "-dirty"
+    elif breakage == "dirty_output":
+        code[-1]["outputs"] = [{"output_type": "stream", "name": "stdout",
+                                "text": ["git_commit: " + "cd" * 20 + "-dirty\n"]}]
+    elif breakage == "not_run":
+        code[-1]["execution_count"] = None
+    elif breakage == "unshown_number":
+        _set(_cells(nb, "markdown")[1], "## The idea\n\nIt reaches 12.34 % here.")
+    problems = cn.check_outputs(_write(tmp_path / "01_tiny.ipynb", nb))
+    assert any(expected in p for p in problems), problems
 
 
 # ---------------------------------------------------------------------------
@@ -134,6 +289,11 @@ def test_skeleton_with_a_checked_derivation_and_a_citation_passes(tmp_path, good
         ("solution_not_folded", ":class: dropdown"),
         ("unknown_citation", "'nosuchkey2099'"),
         ("other_kernel", "kernelspec"),
+        ("install_captured", "install cell"),
+        ("install_visible", "remove-cell"),
+        ("setup_without_chapter", "chapter='01_tiny'"),
+        ("long_line", "at most 88 fit the page"),
+        ("nbval_comment", "'# NBVAL_...' comment"),
     ],
 )
 def test_broken_notebook_is_caught(tmp_path, good, breakage, expected):
@@ -144,7 +304,7 @@ def test_broken_notebook_is_caught(tmp_path, good, breakage, expected):
     elif breakage == "no_install":
         nb["cells"].remove(code[0])
     elif breakage == "install_unguarded":
-        _set(code[0], "%%capture\n!pip install tuckerlab")
+        _set(code[0], "!pip install tuckerlab")
     elif breakage == "no_setup":
         _set(code[1], "import tuckerlab\nimport torch\ntorch.manual_seed(0)")
     elif breakage == "unchecked_def":
@@ -166,6 +326,16 @@ def test_broken_notebook_is_caught(tmp_path, good, breakage, expected):
         _set(md[1], "## The idea\n\nAs {cite:p}`kim2016compression,nosuchkey2099` show.")
     elif breakage == "other_kernel":
         nb["metadata"]["kernelspec"]["name"] = "my-venv"
+    elif breakage == "install_captured":
+        _set(code[0], "%%capture\n" + cn._source(code[0]))
+    elif breakage == "install_visible":
+        code[0]["metadata"]["tags"] = []
+    elif breakage == "setup_without_chapter":
+        _set(code[1], "import tuckerlab.notebook\n\nmode = tuckerlab.notebook.setup(seed=0)")
+    elif breakage == "long_line":
+        _set(code[-1], cn._source(code[-1]) + "\nx = " + "1 + " * 40 + "1")
+    elif breakage == "nbval_comment":
+        _set(code[-1], "# NBVAL_CHECK_OUTPUT\n" + cn._source(code[-1]))
     problems = _problems(tmp_path, nb)
     assert any(expected in p for p in problems), problems
 
@@ -205,7 +375,7 @@ def tiny_book(tmp_path):
     (tmp_path / "notebooks").mkdir()
     shutil.copy(ROOT / cn.BIB, tmp_path / cn.BIB)
     (tmp_path / "book" / "preface.md").write_text("# Preface\n\nSee {cite:t}`he2016deep`.\n")
-    _write(tmp_path / "notebooks" / "01_tiny.ipynb", cn.skeleton("Tiny", "tiny"))
+    _write(tmp_path / "notebooks" / "01_tiny.ipynb", _executed(cn.skeleton("Tiny", "tiny")))
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: book/preface\nparts:\n"
         "  - caption: Foundations\n    chapters:\n      - file: notebooks/01_tiny\n"
@@ -219,7 +389,8 @@ def test_tiny_book_passes(tiny_book):
 
 
 def test_notebook_missing_from_toc_is_caught(tiny_book):
-    _write(tiny_book / "notebooks" / "02_extra.ipynb", cn.skeleton("Extra", "extra"))
+    _write(tiny_book / "notebooks" / "02_extra.ipynb",
+           _executed(cn.skeleton("Extra", "extra", "02_extra")))
     assert any("does not list notebooks/02_extra" in p for p in cn.check_book(tiny_book))
 
 

@@ -25,11 +25,40 @@ def test_mode_from_environment(monkeypatch, value):
     assert "TUCKERLAB_MODE" in mode.reason
 
 
-def test_default_mode_follows_cuda(monkeypatch):
+def test_default_mode_is_quick_even_with_cuda(monkeypatch):
+    # Full mode runs for hours: a GPU runtime must not select it silently.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert notebook.setup(plots=False, verbose=False).name == "quick"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert notebook.resolve_mode()[0] == "full"
+    assert notebook.resolve_mode()[0] == "quick"
+
+
+def test_full_mode_prints_its_estimate_first(monkeypatch, capsys):
+    monkeypatch.setenv(notebook.ENV_MODE, "full")
+    with pytest.warns(UserWarning, match="full mode on a CPU"):
+        notebook.setup(chapter="05_tt_lc", device="cpu", plots=False)
+    out = capsys.readouterr().out
+    hours = notebook.FULL_MODE_HOURS["05_tt_lc"]
+    assert "full mode" in out and f"about {hours:g} h on one GPU (estimated)" in out
+
+
+def test_gpu_in_quick_mode_offers_full_mode(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    notebook.setup(chapter="01_tucker", device="cpu", plots=False)
+    out = capsys.readouterr().out
+    assert "quick mode" in out and "TUCKERLAB_MODE=full" in out and "estimated" in out
+
+
+def test_unknown_chapter_is_rejected():
+    with pytest.raises(ValueError, match="chapter='99_nothing'"):
+        notebook.setup(chapter="99_nothing", plots=False, verbose=False)
+
+
+def test_every_chapter_has_a_full_mode_estimate():
+    from pathlib import Path
+
+    chapters = {p.stem for p in (Path(__file__).parents[1] / "notebooks").glob("*.ipynb")}
+    assert chapters == set(notebook.FULL_MODE_HOURS)
 
 
 def test_empty_variable_means_unset(monkeypatch):

@@ -2,11 +2,11 @@
 
 Every notebook starts with the same two code cells. The first installs the
 package on Colab only (:data:`INSTALL_CELL`); the second is
-:data:`SETUP_CELL`::
+:data:`SETUP_CELL`, with the chapter's name::
 
     import tuckerlab.notebook
 
-    mode = tuckerlab.notebook.setup(seed=0)
+    mode = tuckerlab.notebook.setup(seed=0, chapter="05_tt_lc")
 
 after which settings that depend on the mode are chosen with
 :meth:`Mode.pick`::
@@ -21,16 +21,16 @@ Modes
     seconds per notebook.
 ``quick``
     A laptop CPU in minutes: the offline CIFAR-10 subset, few epochs.
-    The default when no CUDA device is available, and what the published book
-    shows.
+    The default, and what the published book shows.
 ``full``
-    The paper's data set and schedule, for a GPU. The default when CUDA is
-    available.
+    The paper's data set and schedule, for a GPU: hours per chapter
+    (:data:`FULL_MODE_HOURS`). Never a default, not even with a GPU: it is
+    chosen with ``TUCKERLAB_MODE=full`` (or ``setup(mode="full")``), and
+    :func:`setup` prints its estimated time first.
 
 The mode comes from the ``mode`` argument, else the ``TUCKERLAB_MODE``
-environment variable, else the default above. The device comes from the
-``device`` argument, else ``TUCKERLAB_DEVICE``, else CUDA when available,
-else the CPU.
+environment variable, else ``quick``. The device comes from the ``device``
+argument, else ``TUCKERLAB_DEVICE``, else CUDA when available, else the CPU.
 """
 
 from __future__ import annotations
@@ -49,10 +49,13 @@ import torch
 __all__ = [
     "ENV_DEVICE",
     "ENV_MODE",
+    "FULL_MODE_HOURS",
     "INSTALL_CELL",
     "MODES",
     "Mode",
+    "REPOSITORY_URL",
     "SETUP_CELL",
+    "full_mode_note",
     "in_colab",
     "resolve_mode",
     "seed_everything",
@@ -64,23 +67,42 @@ ENV_MODE = "TUCKERLAB_MODE"
 ENV_DEVICE = "TUCKERLAB_DEVICE"
 MODES = ("test", "quick", "full")
 
-#: The first code cell of every notebook: installs tuckerlab on Colab only,
-#: with its output hidden. Elsewhere the package is already installed
-#: (``pip install -e .`` in a clone of the repository).
-INSTALL_CELL = """\
-%%capture
-# Colab only: install tuckerlab (elsewhere: pip install -e . in a clone of the repository).
+#: Where the package is published: the repository the book's ``_config.yml``
+#: names (``repository.url``; a test checks that the two agree). The Colab
+#: install cell installs from here.
+REPOSITORY_URL = "https://github.com/tuckerlab/tuckerlab"
+
+#: The first code cell of every notebook: installs tuckerlab on Colab only.
+#: ``-q`` keeps a successful install quiet; a failed one shows pip's error,
+#: and the next cell's import then stops the notebook. Elsewhere the package
+#: is already installed (``pip install -e .`` in a clone of the repository).
+INSTALL_CELL = f"""\
+# Colab only: install tuckerlab (elsewhere: pip install -e . in a clone).
 import sys
+
 if "google.colab" in sys.modules:
-    %pip install "tuckerlab @ git+https://github.com/tuckerlab/tuckerlab"
+    %pip install -q "tuckerlab @ git+{REPOSITORY_URL}"
 """
 
-#: The second code cell of every notebook.
+#: The second code cell of every notebook (with the chapter's file name).
 SETUP_CELL = """\
 import tuckerlab.notebook
 
-mode = tuckerlab.notebook.setup(seed=0)
+mode = tuckerlab.notebook.setup(seed=0, chapter="00_quick_tour")
 """
+
+#: Estimated hours of each chapter in full mode on one T4-class GPU, printed
+#: before a full run. Not measured: counted from the chapter's epochs at
+#: about 10 s per ResNet-20 epoch and 16 s per ResNet-32 epoch of CIFAR-10.
+FULL_MODE_HOURS: dict[str, float] = {
+    "00_quick_tour": 0.75,   # 200 dense + 2 x 30 fine-tuning epochs, ResNet-20
+    "01_tucker": 0.1,        # 20 epochs, ResNet-20
+    "02_tensor_train": 0.1,  # the same network as chapter 1
+    "03_factorized_convolutions": 0.05,  # latency measurements only
+    "04_choosing_ranks": 1.0,  # 200 dense + 5 x 30 fine-tuning epochs, ResNet-20
+    "05_tt_lc": 4.0,         # 205 TT-LC + 185 dense + 20 fine-tuning, ResNet-32; Fashion-MNIST
+    "06_admm_tt": 9.0,       # 200 dense + 3 x 400 epochs, ResNet-32; Fashion-MNIST
+}
 
 _UNSET = object()
 
@@ -189,8 +211,8 @@ def resolve_mode(mode: str | None = None) -> tuple[str, str]:
     """Return ``(name, reason)``: the mode to run in and where it came from.
 
     ``mode`` overrides the ``TUCKERLAB_MODE`` environment variable; with
-    neither, the mode is ``"full"`` when CUDA is available and ``"quick"``
-    otherwise.
+    neither, the mode is ``"quick"``, with or without a GPU: full mode runs
+    for hours and is only ever chosen explicitly.
 
     Raises
     ------
@@ -209,12 +231,10 @@ def resolve_mode(mode: str | None = None) -> tuple[str, str]:
         if name not in MODES:
             raise ValueError(
                 f"environment variable {ENV_MODE}={raw!r} is not a mode; accepted: {accepted} "
-                f"(or leave {ENV_MODE} unset: 'full' with CUDA, 'quick' without)"
+                f"(or leave {ENV_MODE} unset for 'quick')"
             )
         return name, f"set by {ENV_MODE}"
-    if torch.cuda.is_available():
-        return "full", f"default with CUDA ({ENV_MODE} unset)"
-    return "quick", f"default without CUDA ({ENV_MODE} unset)"
+    return "quick", f"the default; {ENV_MODE} unset"
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -262,9 +282,25 @@ def set_plot_style() -> None:
     matplotlib.rcParams.update(PLOT_STYLE)
 
 
+def _hours(hours: float) -> str:
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:g} h"
+
+
+def full_mode_note(chapter: str | None, cuda: bool) -> str | None:
+    """What :func:`setup` says about full mode, or ``None`` when nothing applies."""
+    if chapter is None:
+        return None
+    if chapter not in FULL_MODE_HOURS:
+        known = ", ".join(FULL_MODE_HOURS)
+        raise ValueError(f"setup(chapter={chapter!r}): not a chapter of the book; known: {known}")
+    estimate = f"about {_hours(FULL_MODE_HOURS[chapter])} on one GPU (estimated)"
+    return estimate if cuda else f"{estimate}; much longer on a CPU"
+
+
 def setup(
     seed: int = 0,
     *,
+    chapter: str | None = None,
     mode: str | None = None,
     device: str | torch.device | None = None,
     deterministic: bool = False,
@@ -277,9 +313,12 @@ def setup(
     ----------
     seed : int
         Seed for Python, NumPy and torch.
+    chapter : str, optional
+        The notebook's file name without suffix (``"05_tt_lc"``): a key of
+        :data:`FULL_MODE_HOURS`, whose estimate is printed before a full run
+        (and offered when a GPU is there but quick mode was chosen).
     mode : {"test", "quick", "full"}, optional
-        Overrides ``TUCKERLAB_MODE``; by default ``"full"`` with CUDA and
-        ``"quick"`` without.
+        Overrides ``TUCKERLAB_MODE``; by default ``"quick"``.
     device : str or torch.device, optional
         Overrides ``TUCKERLAB_DEVICE``; by default CUDA when available.
     deterministic : bool
@@ -287,15 +326,18 @@ def setup(
     plots : bool
         Apply the book's matplotlib defaults.
     verbose : bool
-        Print one line saying which mode, device and seed are used.
+        Print one line saying which mode, device and seed are used, and one
+        about full mode's time when ``chapter`` is given and it applies.
 
     Raises
     ------
     ValueError
-        If the mode or device asked for is not valid here.
+        If the mode, device or chapter asked for is not valid here.
     """
     name, reason = resolve_mode(mode)
     dev = _resolve_device(device)
+    cuda = torch.cuda.is_available()
+    note = full_mode_note(chapter, cuda)
     seed_everything(seed, deterministic=deterministic)
     if plots:
         set_plot_style()
@@ -309,4 +351,8 @@ def setup(
     if verbose:
         where = "Colab" if in_colab() else "local"
         print(f"tuckerlab: {result} ({reason}; {where}; torch {torch.__version__})")
+        if note is not None and name == "full":
+            print(f"full mode: the papers' data sets and schedules, {note}")
+        elif note is not None and cuda and name == "quick":
+            print(f"a GPU is available: {ENV_MODE}=full runs the papers' schedules, {note}")
     return result
