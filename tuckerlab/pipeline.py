@@ -10,6 +10,7 @@ training phase, and returns the same :class:`~tuckerlab.methods.MethodResult`.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from typing import Any
 
@@ -105,11 +106,19 @@ def compress_and_finetune(
     kwargs = dict(compress_kwargs or {})
     options = kwargs.pop("decompose_kwargs", None)
     input_size = tuple(data.image_shape)
+    from tuckerlab.rank.selectors import as_selector
+
     layers = select_layers(model, include_linear=include_linear, input_size=input_size, **kwargs)
-    specs = Projector.from_rank(model, format, rank, data=data, layers=layers, decompose_kwargs=options)
-    return run_method(
+    selector = as_selector(rank)
+    start = time.perf_counter()
+    specs = Projector.from_rank(model, format, selector, data=data, layers=layers, decompose_kwargs=options)
+    search = time.perf_counter() - start
+    result = run_method(
         model, data, specs=specs, method="decompose", accuracy_reference=accuracy_dense,
         finetune_epochs=finetune_epochs, finetune_lr=lr, finetune_schedule=schedule, device=device,
         checkpoint_dir=checkpoint_dir, resume=resume, progress=fit_kwargs.pop("progress", True),
         seed=fit_kwargs.pop("seed", 0), fit_kwargs=fit_kwargs, selection=layers,
     )
+    result.rank_selection = {**selector.info(), "search_seconds": search}  # the rank search's own wall time
+    result.seconds += search
+    return result

@@ -33,13 +33,13 @@ import os
 import sys
 from typing import Sequence
 
-from . import admm, deploy, lc, train
+from . import admm, compare, deploy, lc, train
 from ._common import check_rank
 
 __all__ = ["main", "build_parser"]
 
 #: The modules that add sub-commands, in the order of ``tuckerlab --help``.
-COMMANDS = (train, lc, admm, deploy)
+COMMANDS = (train, lc, admm, deploy, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

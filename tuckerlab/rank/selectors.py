@@ -42,7 +42,7 @@ from tuckerlab.formats import Format, get_format
 __all__ = [
     "RankSelector", "SelectionContext", "register_selector", "unregister_selector", "selector_names",
     "as_selector", "format_for",
-    "UniformRank", "FixedRanks", "RuleRanks", "SpectralRanks", "BudgetRanks", "BayesOptRanks",
+    "UniformRank", "FixedRanks", "RuleRanks", "SpectralRanks", "BudgetRanks", "BayesOptRanks", "ScaledToBudget",
     "SPEC_HELP", "parse_literal",
 ]
 
@@ -443,6 +443,86 @@ register_selector("params", lambda a: BudgetRanks(_needs(a, "params"), "params")
 register_selector("macs", lambda a: BudgetRanks(_needs(a, "macs"), "macs"),
                   help="macs:T (E, R, T in (0, 1])")
 register_selector("bayesopt", _trials, help="bayesopt[:N]")
+
+
+class ScaledToBudget(RankSelector):
+    """Another selector's ranks, all scaled by one factor so that the model meets a parameter or MAC budget.
+
+    Rank rules such as EVBMF or per-layer Bayesian optimisation choose ranks
+    without a budget; comparing them with budgeted methods needs them at the
+    same size. The factor ``f`` (bisected; ``f > 1`` grows ranks, at most to
+    full rank) multiplies every rank entry of every layer
+    (:meth:`~tuckerlab.formats.Format.scale_rank`), so the rule still decides
+    how the budget is shared between layers. Spec: ``fit:params:0.5:evbmf``.
+
+    Parameters
+    ----------
+    inner : RankSelector or spec
+    metric : {"params", "macs"}
+    target : float
+        Compressed/original ratio of the whole model, in ``(0, 1]``.
+    """
+
+    name = "fit"
+
+    def __init__(self, inner, metric: str, target):
+        if metric not in ("params", "macs"):
+            raise ValueError(f"metric must be 'params' or 'macs', got {metric!r}")
+        self.inner = as_selector(inner)
+        self.metric, self.target = metric, _fraction(target, f"{metric} target")
+        self.factor: float | None = None
+        self.achieved: float | None = None
+
+    @property
+    def needs_data(self):  # noqa: D401 - a property mirroring the inner selector
+        return self.inner.needs_data
+
+    def config(self) -> dict:
+        return {"selector": "fit", "metric": self.metric, "target": self.target, "inner": self.inner.config()}
+
+    def info(self) -> dict:
+        return {**super().info(), "factor": self.factor, "achieved": self.achieved}
+
+    def select(self, model, format, layers, context):
+        base = self.inner.select(model, format, layers, context)
+        infos = [layers[n] for n in base]
+        index = 0 if self.metric == "params" else 1
+        total = layers.total_params if self.metric == "params" else layers.total_macs
+        fixed = total - sum(info.dense_cost()[index] for info in infos)
+
+        def scaled(f):
+            return {info.name: format_for(info, format).scale_rank(info.weight_shape, base[info.name], f, 1)
+                    for info in infos}
+
+        def ratio(ranks):
+            return (fixed + sum(info.cost(format_for(info, format), ranks[info.name])[index] for info in infos)) / total
+
+        lo, hi = 0.0, 1.0
+        if ratio(scaled(lo)) > self.target:
+            raise ValueError(f"{self.metric} target {self.target} is unreachable: rank 1 everywhere gives "
+                             f"{ratio(scaled(lo)):.4f}")
+        while ratio(scaled(hi)) <= self.target and hi < 1e6:
+            if scaled(hi) == scaled(2 * hi):  # full rank reached: the budget allows everything
+                break
+            lo, hi = hi, 2 * hi
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if ratio(scaled(mid)) <= self.target else (lo, mid)
+        self.factor = lo
+        ranks = scaled(lo)
+        self.achieved = ratio(ranks)
+        return ranks
+
+
+def _fit(arg):
+    metric, _, rest = _needs(arg, "fit").partition(":")
+    target, _, inner = rest.partition(":")
+    if not inner:
+        raise ValueError("fit needs a budget and a rule, e.g. fit:params:0.5:evbmf")
+    return ScaledToBudget(inner, metric, target)
+
+
+register_selector("fit", _fit, help="fit:METRIC:T:RULE (RULE's ranks scaled to a params or macs budget)")
 
 
 def _latency(arg):
