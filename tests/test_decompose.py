@@ -176,6 +176,54 @@ def test_tensor_train_exact_on_planted_tt():
     assert tensor_train(x, eps=1e-6).rank == ranks
 
 
+# --------------------------------------------------------------------------
+# float32 precision: the Gram matrices are formed and diagonalised in float64
+# --------------------------------------------------------------------------
+
+
+def planted_rank16_conv():
+    """A float32 64x64x3x3 weight of exact multilinear rank (16, 16) in its channel modes.
+
+    The core's channel spectrum falls as ``0.6**k``: its 16th singular value
+    is about 1e-3 of the first, so a float32 Gram matrix (condition number
+    squared, 1e-6) cannot resolve it.
+    """
+    fall = 0.6 ** torch.arange(16.0)
+    core = randn(16, 16, 3, 3, seed=1) * fall[:, None, None, None] * fall[None, :, None, None]
+    return torch.einsum("abhw,ta,sb->tshw", core, randn(64, 16, seed=2), randn(64, 16, seed=3))
+
+
+def steep_conv(decay=0.3):
+    """A 64x64x3x3 weight whose output-channel singular values fall as ``decay**k``."""
+    u = torch.linalg.qr(randn(64, 64, seed=4, dtype=torch.float64))[0]
+    v = torch.linalg.qr(randn(64 * 9, 64, seed=5, dtype=torch.float64))[0]
+    sigma = decay ** torch.arange(64, dtype=torch.float64)
+    return ((u * sigma) @ v.T).reshape(64, 64, 3, 3), sigma
+
+
+def test_float32_projection_of_an_exactly_low_rank_weight_is_exact():
+    # With float32 Gram matrices this was 3.3e-4 (Tucker-2) and 2.0e-4 (TT).
+    w = planted_rank16_conv()
+    assert rel_err(tucker(w, (16, 16), modes=(0, 1)).to_tensor(), w) < 1e-5
+    wt = w.permute(1, 2, 3, 0)  # (S, Kh, Kw, T): a TT of ranks (16, 48, 16) is exact
+    assert rel_err(tensor_train(wt, (1, 16, 48, 16, 1)).to_tensor(), wt) < 1e-5
+
+
+def test_float32_truncation_on_a_steep_spectrum_is_as_good_as_an_svd(tl_pytorch):
+    w64, sigma = steep_conv()
+    w = w64.float()
+    optimal = float(sigma[16:].norm() / sigma.norm())  # Eckart-Young, mode 0 at rank 16
+    ours = rel_err(tucker(w, (16,), modes=(0,)).to_tensor().double(), w64)
+    (core, factors), _ = tl_partial_tucker(w, rank=[16], modes=[0], init="svd", n_iter_max=0)
+    svd32 = rel_err(tl.tenalg.multi_mode_dot(core, factors, modes=[0]).double(), w64)
+    # float32 SVD is about 200x the optimal error here (rounding); float32
+    # eigh of a float32 Gram matrix was about 18,000x.
+    assert ours <= 2 * svd32, (ours / optimal, svd32 / optimal)
+    # The first TT bond is the mode-0 unfolding: truncated at 16, the rest kept.
+    tt_err = rel_err(tensor_train(w, (1, 16, 9, 3, 1)).to_tensor().double(), w64)
+    assert tt_err <= 2 * svd32, (tt_err / optimal, svd32 / optimal)
+
+
 def test_tensor_train_cores_left_orthogonal():
     x = randn(6, 5, 4, 8, dtype=torch.float64)  # the last unfolding is tall: QR path
     tt = tensor_train(x, rank=(1, 4, 10, 3, 1))

@@ -26,12 +26,14 @@ def _truncate(c: torch.Tensor, rank: int | None, delta2: float | None):
         u, w = _truncate(r_mat, rank, delta2)
         return q @ u, w
     # Short and wide: eigenvectors of the small Gram matrix are the left
-    # singular vectors, and its eigenvalues the squared singular values.
-    evals, evecs = torch.linalg.eigh(c @ c.T)
+    # singular vectors, and its eigenvalues the squared singular values. In
+    # float64, because the Gram matrix squares the condition number.
+    c64 = c.to(torch.float64)
+    evals, evecs = torch.linalg.eigh(c64 @ c64.T)
     if rank is None:
         dropped = torch.cumsum(evals.clamp_min(0), 0) <= delta2
         rank = max(rows - int(dropped.sum()), 1)
-    u = fix_signs(evecs[:, rows - rank :].flip(1))
+    u = fix_signs(evecs[:, rows - rank :].flip(1)).to(c.dtype)
     return u, u.T @ c
 
 
