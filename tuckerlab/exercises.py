@@ -147,6 +147,9 @@ def check_unfold(fn: Callable) -> None:
     ``fn(X, n)`` must return the matrix of shape ``(X.shape[n], X.numel() //
     X.shape[n])`` whose row ``i`` holds the entries with index ``i`` in mode
     ``n``, the other indices in row-major order (the last changes fastest).
+
+    Explained in: chapter 1, "Tensors and the Tucker decomposition"
+    (notebooks/01_tucker.ipynb).
     """
     name = "check_unfold"
     count = 0
@@ -190,6 +193,9 @@ def check_fold(fn: Callable) -> None:
     """Check ``fn(M, n, shape)``: the inverse of the mode-``n`` unfolding.
 
     ``fn(_unfold(X, n), n, X.shape)`` must give back ``X``.
+
+    Explained in: chapter 1, "Tensors and the Tucker decomposition"
+    (notebooks/01_tucker.ipynb).
     """
     name = "check_fold"
     count = 0
@@ -216,6 +222,9 @@ def check_mode_product(fn: Callable) -> None:
 
     ``U`` has shape ``(J, I_n)``; the result has the shape of ``X`` with
     ``I_n`` replaced by ``J``, in the same position.
+
+    Explained in: chapter 1, "Tensors and the Tucker decomposition"
+    (notebooks/01_tucker.ipynb).
     """
     name = "check_mode_product"
     gen = _generator(1)
@@ -279,6 +288,9 @@ def check_hosvd(fn: Callable) -> None:
     mode-``n`` unfolding (orthonormal columns), and ``core`` of shape
     ``rank``, equal to ``X x_0 U_0^T x_1 U_1^T ...``. The reconstruction error
     is compared with :func:`tuckerlab.decompose.tucker` (``method="hosvd"``).
+
+    Explained in: chapter 1, "Tensors and the Tucker decomposition"
+    (notebooks/01_tucker.ipynb).
     """
     name = "check_hosvd"
     gen = _generator(2)
@@ -385,6 +397,9 @@ def check_tt_svd(fn: Callable) -> None:
     TT ranks must be reconstructed exactly; for any other tensor the error
     must respect the TT-SVD bound of Oseledets (2011) and match
     :func:`tuckerlab.decompose.tensor_train`.
+
+    Explained in: chapter 2, "Tensor trains and TT-Tucker"
+    (notebooks/02_tensor_train.ipynb).
     """
     name = "check_tt_svd"
     gen = _generator(3)
@@ -496,6 +511,8 @@ def check_tucker2_params(fn: Callable) -> None:
     ``(r_out, r_in)`` (Kim et al., 2016) is a 1x1 conv ``S -> r_in``, a
     ``Kh x Kw`` conv ``r_in -> r_out`` and a 1x1 conv ``r_out -> T``; count
     their weights (no bias).
+
+    Explained in: chapter 0, "A quick tour" (notebooks/00_quick_tour.ipynb).
     """
     name = "check_tucker2_params"
     for layer in _TUCKER2_LAYERS:
@@ -517,6 +534,9 @@ def check_tucker2_macs(fn: Callable) -> None:
     Stride 1 and "same" padding, so every one of the three convs produces an
     ``H x W`` output; a multiply-accumulate (MAC) is one weight applied at
     one output position (what papers often call a FLOP).
+
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
     """
     name = "check_tucker2_macs"
     sizes = ((32, 32), (8, 16), (1, 1))
@@ -581,6 +601,8 @@ def check_evbmf_threshold(fn: Callable) -> None:
     (Nakajima et al., 2013). ``tau`` is the root of ``Phi(t) + Phi(t / alpha)
     = 0``; the approximation ``tau = 2.5129 sqrt(alpha)`` is accepted (the
     threshold must be within 1.5 % of :func:`tuckerlab.rank.evb_threshold`).
+
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
     """
     from tuckerlab.rank import evb_threshold
 
@@ -646,6 +668,9 @@ def check_tt_tucker_params(fn: Callable) -> None:
     answer must agree with :meth:`tuckerlab.layers.TTTuckerConv2d.cost` (the
     cases keep every Tucker rank below its channel count: at full rank the
     layer folds the square factor into the TT core).
+
+    Explained in: chapter 5, "TT-LC: compressing while training, without pre-training"
+    (notebooks/05_tt_lc.ipynb).
     """
     from tuckerlab.layers import TTTuckerConv2d
 
@@ -677,6 +702,9 @@ def check_admm_update(fn: Callable) -> None:
     update is ``Z = project(W + U)`` and ``U_new = U + W - Z``. ``project``
     is given (here a rank-2 truncated SVD of a matrix); the answer must use
     it and must not change ``W`` or ``U`` in place.
+
+    Explained in: chapter 6, "ADMM: training towards low tensor-train rank"
+    (notebooks/06_admm_tt.ipynb).
     """
     name = "check_admm_update"
     gen = _generator(3)

@@ -34,6 +34,9 @@ __all__ = ["count_params", "count_macs", "layer_macs", "measure_latency"]
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters of ``model`` (shared parameters counted once).
 
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -120,6 +123,9 @@ class _MemoryFormat:
 
 def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> int:
     """Multiply-accumulates of one forward pass, per image.
+
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
 
     Parameters
     ----------
@@ -215,6 +221,9 @@ def measure_latency(
     memory_format: str | torch.memory_format = "channels_last",
 ) -> dict:
     """Wall-clock time of a forward pass (eval mode, ``no_grad``).
+
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
 
     Parameters
     ----------

@@ -309,6 +309,8 @@ def setup(
 ) -> Mode:
     """Prepare a notebook run and return its :class:`Mode`.
 
+    Explained in: chapter 0, "A quick tour" (notebooks/00_quick_tour.ipynb).
+
     Parameters
     ----------
     seed : int

@@ -44,6 +44,8 @@ def compress_and_finetune(
 ) -> MethodResult:
     """Decompose a trained model, fine-tune it and report (Kim et al. 2016).
 
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
+
     Parameters
     ----------
     model : torch.nn.Module

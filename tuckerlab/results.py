@@ -45,7 +45,11 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
 
 
 def device_name(device: str | torch.device | None = None) -> str:
-    """Human-readable name of ``device``: the GPU model, or the CPU and its core count."""
+    """Human-readable name of ``device``: the GPU model, or the CPU and its core count.
+
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
+    """
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
@@ -145,7 +149,10 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class Stopwatch:
-    """Wall-clock timer for a run: ``with Stopwatch() as sw: ...; sw.seconds``."""
+    """Wall-clock timer for a run: ``with Stopwatch() as sw: ...; sw.seconds``.
+
+    Explained in: chapter 0, "A quick tour" (notebooks/00_quick_tour.ipynb).
+    """
 
     def __enter__(self) -> "Stopwatch":
         self.start = time.perf_counter()

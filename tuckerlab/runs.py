@@ -207,6 +207,8 @@ def cached_run(name: str, mode: Any, *, parents: tuple[Run, ...] = (), verbose: 
                **settings: Any) -> Iterator[Run]:
     """A cache folder for one training run; its key is what produced it.
 
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
+
     Parameters
     ----------
     name : str
@@ -338,7 +340,11 @@ def _recipe(name: str) -> NetworkRecipe:
 
 
 def initial_model(name: str, mode: Any, data: Any) -> torch.nn.Module:
-    """The shared network ``name`` as initialised, before any training."""
+    """The shared network ``name`` as initialised, before any training.
+
+    Explained in: chapter 1, "Tensors and the Tucker decomposition"
+    (notebooks/01_tucker.ipynb).
+    """
     from tuckerlab.models import get_model  # noqa: PLC0415
 
     model_name, _, _ = _recipe(name).pick(mode.name)
@@ -349,6 +355,9 @@ def initial_model(name: str, mode: Any, data: Any) -> torch.nn.Module:
 def shared_network(name: str, mode: Any, *, dataset: str | None = None, data: Any = None,
                    verbose: bool = True) -> TrainedNetwork:
     """Train the shared network ``name``, or read it back from the cache.
+
+    Explained in: chapter 1, "Tensors and the Tucker decomposition"
+    (notebooks/01_tucker.ipynb).
 
     Parameters
     ----------

@@ -16,6 +16,9 @@ __all__ = ["ImageDataset", "DatasetNotAvailableError"]
 class DatasetNotAvailableError(FileNotFoundError):
     """A data set is neither on disk nor downloadable.
 
+    Explained in: chapter 5, "TT-LC: compressing while training, without pre-training"
+    (notebooks/05_tt_lc.ipynb).
+
     Parameters
     ----------
     name : str

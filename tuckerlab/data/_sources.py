@@ -348,6 +348,8 @@ def load_dataset(
 ) -> ImageDataset | StreamingDataset:
     """Load an image classification data set: into memory, or streamed from a folder.
 
+    Explained in: chapter 0, "A quick tour" (notebooks/00_quick_tour.ipynb).
+
     Parameters
     ----------
     name : str

@@ -49,6 +49,9 @@ def _check_execution(mode: str) -> str:
 def conv2d_cost(weight_shape: Sequence[int], output_hw: Sequence[int], *, bias: bool = False) -> tuple[int, int]:
     """Parameters and MACs of a dense ``nn.Conv2d`` (``groups=1``).
 
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
+
     Parameters
     ----------
     weight_shape : sequence of int
@@ -485,6 +488,9 @@ class FactorizedConv2d(FactorizedModule):
 
 def set_execution(model: nn.Module, mode: str) -> nn.Module:
     """Set the execution mode of every factorized layer in ``model``.
+
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
 
     Parameters
     ----------

@@ -35,6 +35,9 @@ class CPConv2d(FactorizedConv2d):
     of width on the ``1 x Kw`` stage. The CP weights (``lambda``) are folded
     into ``A_out``.
 
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
+
     Parameters
     ----------
     rank : int

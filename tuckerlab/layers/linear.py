@@ -23,6 +23,9 @@ class LowRankLinear(FactorizedModule):
     norm (Eckart-Young), the truncated SVD ``W ~ U_r S_r V_r^T``, and splits
     ``S_r`` evenly: ``U = U_r S_r^{1/2}``, ``V = V_r S_r^{1/2}``.
 
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
+
     Parameters
     ----------
     in_features, out_features : int

@@ -90,6 +90,9 @@ class TTConv2d(FactorizedConv2d):
     dilation go on the ``Kh x 1`` stage and those of width on the ``1 x Kw``
     stage, so anisotropic settings are kept exactly.
 
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
+
     Parameters
     ----------
     rank : (int, int, int) or int

@@ -61,6 +61,9 @@ class TTTuckerConv2d(FactorizedConv2d):
     consecutive 1x1 stages are kept apart so that the stored factors are the
     ones that run.
 
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
+
     Parameters
     ----------
     rank : ((int, int), (int, int, int))

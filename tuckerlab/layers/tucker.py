@@ -44,6 +44,9 @@ class TuckerConv2d(FactorizedConv2d):
     folded into the core and not stored (the attribute is None and its 1x1
     stage does not run), so a full-rank mode costs no parameters or MACs.
 
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
+
     Parameters
     ----------
     rank : (int, int) or int

@@ -92,6 +92,8 @@ def get_model(
 ) -> nn.Module:
     """Build a network by name.
 
+    Explained in: chapter 0, "A quick tour" (notebooks/00_quick_tour.ipynb).
+
     Parameters
     ----------
     name : str

@@ -200,6 +200,8 @@ def bayesopt_ranks(
 ):
     """Tucker-2 ranks by Bayesian optimisation (Kim, Lee & Choe, 2020).
 
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
+
     Parameters
     ----------
     model_or_weight : torch.nn.Module or torch.Tensor
@@ -364,6 +366,8 @@ def bayesopt_global_factor(
     reachable); a Gaussian-process search over ``f`` in ``bounds`` minimises
     ``objective``. With EVBMF base ranks this is the "double Bayesian" rank
     selection of TT-LC: EVBMF per layer, Bayesian optimisation globally.
+
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
 
     Parameters
     ----------

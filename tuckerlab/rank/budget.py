@@ -232,6 +232,8 @@ def solve_budget(
 ) -> BudgetResult:
     """Per-layer ranks meeting a whole-model parameter or MAC budget.
 
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
+
     Parameters
     ----------
     model : torch.nn.Module

@@ -117,6 +117,8 @@ class EVBMFResult:
 def evb_tau(alpha: float) -> float:
     """``tau_(alpha)``: the zero of ``Phi(t) + Phi(t / alpha)``.
 
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
+
     Parameters
     ----------
     alpha : float
@@ -146,6 +148,8 @@ def _x_lower(alpha: float) -> float:
 
 def evb_threshold(shape: tuple[int, int], sigma2: float) -> float:
     """EVB threshold on the singular values for a given noise variance.
+
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
 
     Parameters
     ----------
@@ -282,6 +286,8 @@ def evbmf(
     matrix: torch.Tensor, sigma2: float | None = None, max_rank: int | None = None, factors: bool = False
 ) -> EVBMFResult:
     """Global analytic EVBMF of a matrix: rank, noise variance, shrinkage.
+
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
 
     Parameters
     ----------

@@ -214,6 +214,8 @@ def _ranks(weight, method, select, min_rank: int, ratio: float | None = None):
 def evbmf_rank(weight, method: str = "tucker2", weakening: float = 1.0, min_rank: int = 1):
     """Ranks of a layer from EVBMF of the unfoldings of its weight.
 
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
+
     Parameters
     ----------
     weight : torch.Tensor
@@ -348,6 +350,8 @@ def _make_rule(fn: Callable, description: str, **kw) -> RankRule:
 def evbmf_rule(weakening: float = 1.0, min_rank: int = 1) -> RankRule:
     """Rank rule giving :func:`evbmf_rank` of each layer.
 
+    Explained in: chapter 0, "A quick tour" (notebooks/00_quick_tour.ipynb).
+
     Parameters
     ----------
     weakening : float
@@ -372,6 +376,8 @@ def energy_rule(energy: float = 0.9, min_rank: int = 1) -> RankRule:
     """Rank rule giving :func:`energy_rank` of each layer (``energy`` in ``(0, 1]``, checked now).
 
     Returns ``rule(name, module, format_name)``, None for modules it cannot rank.
+
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
     """
     energy = _check_fraction(energy, "energy")
     _check_min_rank(min_rank)
@@ -385,6 +391,8 @@ def fixed_ratio(ratio: float, min_rank: int = 1) -> RankRule:
     ``ratio`` in ``(0, 1]`` is checked now; each rank is ``max(min_rank,
     round(ratio * full))``. Returns ``rule(name, module, format_name)``, None
     for modules it cannot rank.
+
+    Explained in: chapter 4, "Choosing ranks" (notebooks/04_choosing_ranks.ipynb).
 
     Examples
     --------

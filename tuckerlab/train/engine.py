@@ -185,6 +185,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Loss and accuracy of a classifier on one split of a data set.
 
+    Explained in: chapter 0, "A quick tour" (notebooks/00_quick_tour.ipynb).
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -659,6 +661,8 @@ def fit(model: nn.Module, data: Any, config: TrainConfig | None = None, **overri
 
     The one training loop of tuckerlab; compression methods hook into it with
     ``callbacks``. The model is trained in place (and left on ``device``).
+
+    Explained in: chapter 0, "A quick tour" (notebooks/00_quick_tour.ipynb).
 
     Parameters
     ----------
