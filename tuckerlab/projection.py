@@ -169,6 +169,9 @@ def reconstruct(decomposition, format) -> torch.Tensor:
 def project(weight: torch.Tensor, format: str, rank, **options) -> torch.Tensor:
     """The nearest weight of ``format`` and ``rank``: ``Delta(Theta)`` of the LC C-step.
 
+    Explained in: chapter 5, "TT-LC: compressing while training, without pre-training"
+    (notebooks/05_tt_lc.ipynb).
+
     Parameters
     ----------
     weight : torch.Tensor
@@ -276,6 +279,9 @@ def _as_spec(value, name: str) -> LayerSpec:
 
 class Projector:
     """Layer names of a model mapped to a :class:`LayerSpec`: the C-step of a whole model.
+
+    Explained in: chapter 5, "TT-LC: compressing while training, without pre-training"
+    (notebooks/05_tt_lc.ipynb).
 
     Parameters
     ----------

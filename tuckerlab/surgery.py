@@ -369,6 +369,8 @@ def compress_model(
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace the convolutions of ``model`` by factorized layers.
 
+    Explained in: chapter 0, "A quick tour" (notebooks/00_quick_tour.ipynb).
+
     Parameters
     ----------
     model : torch.nn.Module

@@ -40,6 +40,9 @@ def _shape_str(shape) -> str:
 class TuckerTensor:
     """A (partial) Tucker decomposition ``core x_{m in modes} factors[m]``.
 
+    Explained in: chapter 1, "Tensors and the Tucker decomposition"
+    (notebooks/01_tucker.ipynb).
+
     Attributes
     ----------
     core : torch.Tensor
@@ -87,6 +90,9 @@ class TuckerTensor:
 @dataclass(eq=False, repr=False)
 class TTTensor:
     """A tensor train: ``T[i_0, ..., i_{d-1}] = G_0[:, i_0, :] ... G_{d-1}[:, i_{d-1}, :]``.
+
+    Explained in: chapter 2, "Tensor trains and TT-Tucker"
+    (notebooks/02_tensor_train.ipynb).
 
     Attributes
     ----------

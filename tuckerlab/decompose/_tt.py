@@ -70,6 +70,9 @@ def tensor_train(tensor: torch.Tensor, rank=None, *, eps: float | None = None) -
 
     Give exactly one of ``rank`` and ``eps``.
 
+    Explained in: chapter 2, "Tensor trains and TT-Tucker"
+    (notebooks/02_tensor_train.ipynb).
+
     Parameters
     ----------
     tensor : torch.Tensor

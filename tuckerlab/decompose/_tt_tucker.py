@@ -37,6 +37,9 @@ def tt_tucker(
     Tucker factors act on the channel modes and the tensor train on the small
     core, the C-step of TT-LC.
 
+    Explained in: chapter 2, "Tensor trains and TT-Tucker"
+    (notebooks/02_tensor_train.ipynb).
+
     Parameters
     ----------
     tensor : torch.Tensor

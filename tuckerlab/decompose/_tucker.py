@@ -132,6 +132,9 @@ def tucker(
     ``(T, S, Kh, Kw)``, ``modes=(0, 1)`` gives the Tucker-2 decomposition of
     Kim et al. (2016): the spatial modes are left whole.
 
+    Explained in: chapter 1, "Tensors and the Tucker decomposition"
+    (notebooks/01_tucker.ipynb).
+
     Parameters
     ----------
     tensor : torch.Tensor

@@ -392,6 +392,9 @@ def authors_step(epochs: int, gamma: float, kwargs: Mapping | None = None) -> di
     (0.2 in the ADMM phase, 0.4 in fine-tuning); here the milestones are the
     same fractions of ``epochs``. ``kwargs`` overrides any entry.
 
+    Explained in: chapter 6, "ADMM: training towards low tensor-train rank"
+    (notebooks/06_admm_tt.ipynb).
+
     Examples
     --------
     >>> authors_step(20, 0.4)
@@ -442,6 +445,9 @@ def admm_compress(
     the compressed model is then built from the final dense weights with the
     same ranks (:func:`tuckerlab.projection.to_factorized`), evaluated and
     optionally fine-tuned (a second ``fit``, on the factors).
+
+    Explained in: chapter 6, "ADMM: training towards low tensor-train rank"
+    (notebooks/06_admm_tt.ipynb).
 
     Parameters
     ----------

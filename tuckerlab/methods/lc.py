@@ -135,6 +135,9 @@ class LCCallback(ProjectionCallback):
     ``mu/2 sum_l ||W_l - Delta(Theta_l)||^2``; at the end of each L-step a
     C-step projects every compressed layer again and ``mu *= mu_growth``.
 
+    Explained in: chapter 5, "TT-LC: compressing while training, without pre-training"
+    (notebooks/05_tt_lc.ipynb).
+
     Parameters
     ----------
     specs : Projector or mapping, optional
@@ -459,6 +462,9 @@ def lc_compress(
     model is built with factorized layers from the final projection
     (:func:`tuckerlab.projection.to_factorized`) and optionally fine-tuned
     (a second ``fit``, on the factors).
+
+    Explained in: chapter 6, "ADMM: training towards low tensor-train rank"
+    (notebooks/06_admm_tt.ipynb).
 
     Parameters
     ----------

@@ -116,6 +116,9 @@ def tt_lc(
     compressed model with its parameter and MAC cuts (``result.report``,
     ``result.summary()``).
 
+    Explained in: chapter 5, "TT-LC: compressing while training, without pre-training"
+    (notebooks/05_tt_lc.ipynb).
+
     Parameters
     ----------
     model : torch.nn.Module
