@@ -5,9 +5,11 @@
     python scripts/library_map.py --write    # write book/library_map.md
 
 The page lists, per module, each name of its ``__all__`` with the first
-line of its docstring. ``tests/test_book.py`` checks that the names on the
-page are exactly each module's ``__all__``; when a module's public API
-changes, run this script with ``--write`` (or edit the page by hand).
+line of its docstring and the chapter named on its ``Explained in:`` line
+(:func:`chapter_links`). ``tests/test_book.py`` checks that the names on the
+page are exactly each module's ``__all__``; when a module's public API or a
+chapter link changes, run this script with ``--write`` (or edit the page by
+hand).
 """
 
 from __future__ import annotations
@@ -55,10 +57,18 @@ HEADER = """\
 # Library map
 
 The public API of the `tuckerlab` package, module by module: every name a
-module exports (its `__all__`) with the first line of its documentation.
-`help(name)` in Python shows the rest. The chapters use these names; the
-module contracts are described in the repository's `DEVELOPERS.md`.
+module exports (its `__all__`) with the first line of its documentation
+and, for the names a chapter uses, the chapter that explains it.
+`help(name)` in Python shows the rest. The module contracts are described in
+the repository's `DEVELOPERS.md`.
 """
+
+#: The line by which a docstring names the chapter that explains it, e.g.
+#: ``Explained in: chapter 1, "Tensors and the Tucker decomposition"
+#: (notebooks/01_tucker.ipynb).`` (it may wrap; whitespace is normalised).
+EXPLAINED = re.compile(
+    r'Explained in: chapter (\d+), "([^"]+)" \((notebooks/[\w.-]+\.ipynb)\)\.'
+)
 
 _ROLE = re.compile(r":(?:func|class|meth|mod|data|attr|obj|exc):`~?([^`]+)`")
 
@@ -87,6 +97,22 @@ def _kind(obj) -> str:
     return "constant"
 
 
+def chapter_links(obj) -> list[tuple[int, str, str]]:
+    """``(number, title, path)`` of each chapter the docstring of ``obj`` names.
+
+    Reads the object's own ``__doc__`` (not one inherited by a subclass);
+    constants have none of their own and give ``[]``.
+    """
+    if _kind(obj) == "constant":
+        return []
+    text = " ".join((obj.__doc__ or "").split())
+    return [(int(n), title, path) for n, title, path in EXPLAINED.findall(text)]
+
+
+def _chapters(obj) -> str:
+    return ", ".join(f"[{title}](../{path})" for _, title, path in chapter_links(obj))
+
+
 def module_names(name: str) -> list[str]:
     """The public names of module ``name`` (its ``__all__``)."""
     module = importlib.import_module(name)
@@ -101,12 +127,12 @@ def render() -> str:
     for name in MODULES:
         module = importlib.import_module(name)
         parts.append(f"\n## `{name}`\n\n{_first_line(module.__doc__)}\n")
-        parts.append("| name | kind | what it is |\n|---|---|---|")
+        parts.append("| name | kind | what it is | explained in |\n|---|---|---|---|")
         for item in module_names(name):
             obj = getattr(module, item)
             kind = _kind(obj)
             doc = _first_line(obj.__doc__) if kind != "constant" else _value(obj)
-            parts.append(f"| `{item}` | {kind} | {doc} |")
+            parts.append(f"| `{item}` | {kind} | {doc} | {_chapters(obj)} |")
     return "\n".join(parts) + "\n"
 
 
