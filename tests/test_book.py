@@ -7,6 +7,7 @@ notebooks written to tmp_path, good and broken.
 
 from __future__ import annotations
 
+import ast
 import copy
 import importlib.util
 import json
@@ -154,6 +155,196 @@ def test_library_map_check_can_fail():
     text = lm.PAGE.read_text(encoding="utf-8")
     sections = _page_sections(text.replace("| `tensor_train` |", "| `tensor_trains` |"))
     assert sections["tuckerlab.decompose"] != lm.module_names("tuckerlab.decompose")
+
+
+def test_library_map_shows_the_chapter_each_docstring_names():
+    shown, module = {}, None
+    for line in lm.PAGE.read_text(encoding="utf-8").splitlines():
+        if head := re.match(r"^## `([\w.]+)`\s*$", line):
+            module = head.group(1)
+        elif row := re.match(r"^\| `([^`]+)` \|", line):
+            shown[module, row.group(1)] = re.findall(r"\]\(\.\./(notebooks/[\w.-]+\.ipynb)\)", line)
+    for module in lm.MODULES:
+        for name in lm.module_names(module):
+            obj = getattr(importlib.import_module(module), name)
+            assert shown.get((module, name)) == [path for _, _, path in lm.chapter_links(obj)], (
+                f"book/library_map.md shows another chapter for {module}.{name}: "
+                "run python scripts/library_map.py --write"
+            )
+
+
+# ---------------------------------------------------------------------------
+# docstrings name the chapter that explains them
+# ---------------------------------------------------------------------------
+
+def _public_objects():
+    """``{id: (object, its public names)}`` over every module of the library map."""
+    found = {}
+    for module in lm.MODULES:
+        for name in lm.module_names(module):
+            obj = getattr(importlib.import_module(module), name)
+            if lm._kind(obj) != "constant":
+                found.setdefault(id(obj), (obj, set()))[1].add(name)
+    return found
+
+
+def _title(nb):
+    first = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+    head = re.match(r"#\s+(.*?)\s*$", cn._source(first).splitlines()[0])
+    return head.group(1) if head else None
+
+
+def _link_problems(obj, names, root=ROOT):
+    """What is wrong with the ``Explained in:`` lines of ``obj`` (public as ``names``)."""
+    label = "/".join(sorted(names))
+    doc = " ".join((obj.__doc__ or "").split())
+    links = lm.chapter_links(obj)
+    problems = []
+    if doc.count("Explained in:") != len(links):
+        problems.append(f"{label}: an 'Explained in:' line does not read "
+                        '\'Explained in: chapter N, "Title" (notebooks/NN_name.ipynb).\'')
+    for number, title, path in links:
+        file = root / path
+        if not file.exists():
+            problems.append(f"{label}: {path} does not exist")
+            continue
+        nb = json.loads(file.read_text(encoding="utf-8"))
+        prefix = re.match(r"(\d+)_", file.name)
+        if not prefix or number != int(prefix.group(1)):
+            problems.append(f"{label}: {path} is chapter {prefix and int(prefix.group(1))}, not {number}")
+        if title != _title(nb):
+            problems.append(f"{label}: {path} is titled {_title(nb)!r}, not {title!r}")
+        text = "\n".join(cn._source(c) for c in nb["cells"])
+        if not any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text) for n in names):
+            problems.append(f"{label}: {path} never mentions it")
+    return problems
+
+
+def _python(code):
+    """A code cell as Python: IPython's %magic and !shell lines become ``pass``."""
+    return "\n".join(re.sub(r"^(\s*)[%!].*$", r"\1pass", line) for line in code.splitlines())
+
+
+def _chapter_uses(nb):
+    """``(module, name)`` of each tuckerlab name the code cells import or reach by attribute."""
+    trees = [ast.parse(_python(cn._source(c))) for c in nb["cells"] if c["cell_type"] == "code"]
+    aliases, uses = {}, set()
+    for node in (n for tree in trees for n in ast.walk(tree)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tuckerlab":
+            uses.update((node.module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "tuckerlab":
+                    # import tuckerlab.x binds tuckerlab; import tuckerlab.x as y binds y
+                    aliases[alias.asname or "tuckerlab"] = alias.name if alias.asname else "tuckerlab"
+    for node in (n for tree in trees for n in ast.walk(tree)):
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.insert(0, node.attr)
+            node = node.value
+        if parts and isinstance(node, ast.Name) and node.id in aliases:
+            dotted = ".".join([aliases[node.id], *parts])
+            uses.add(tuple(dotted.rsplit(".", 1)))
+    return uses
+
+
+def _used_objects(nb, public):
+    """The public functions and classes a notebook's code uses: ``{id: "module.name"}``."""
+    used = {}
+    for module, name in _chapter_uses(nb):
+        try:
+            obj = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue  # a module itself (tuckerlab.notebook), or not public
+        if id(obj) in public:
+            used.setdefault(id(obj), f"{module}.{name}")
+    return used
+
+
+def _unlinked_uses(nb, public):
+    """The public names a notebook's code uses whose docstring names no chapter."""
+    used = _used_objects(nb, public)
+    return sorted(name for key, name in used.items() if not lm.chapter_links(public[key][0]))
+
+
+def test_chapter_links_in_docstrings_point_to_chapters_that_mention_the_name():
+    public = _public_objects()
+    linked = [(obj, names) for obj, names in public.values() if lm.chapter_links(obj)]
+    assert len(linked) >= 50
+    problems = [p for obj, names in linked for p in _link_problems(obj, names)]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_public_name_a_chapter_uses_names_a_chapter():
+    # A new use of the library in a chapter gets an 'Explained in:' line in the docstring
+    # (DEVELOPERS.md, "Docstrings").
+    public = _public_objects()
+    missing = []
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        used = _used_objects(nb, public)
+        assert len(used) >= 8, f"{path.name}: the scan of its code found too little: {used}"
+        missing += [f"{name} (used in {path.name})" for name in _unlinked_uses(nb, public)]
+    assert not missing, "no 'Explained in:' line in the docstring of:\n" + "\n".join(sorted(missing))
+
+
+def test_chapter_links_sit_on_public_names():
+    # A line on a private helper or a method would escape the checks above.
+    in_source = sum(" ".join(p.read_text(encoding="utf-8").split()).count("Explained in:")
+                    for p in (ROOT / "tuckerlab").rglob("*.py"))
+    on_public = sum(" ".join((obj.__doc__ or "").split()).count("Explained in:")
+                    for obj, _ in _public_objects().values())
+    assert in_source == on_public
+
+
+def _documented(doc):
+    def fn():
+        pass
+
+    fn.__doc__ = doc
+    return fn
+
+
+_TUCKER_CHAPTER = '"Tensors and the Tucker decomposition" (notebooks/01_tucker.ipynb).'
+
+
+@pytest.mark.parametrize("doc, names, expected", [
+    (f"Tucker.\n\n    Explained in: chapter 1, {_TUCKER_CHAPTER}", {"tucker"}, None),
+    (f"Tucker.\n\n    Explained in: chapter 1,\n    {_TUCKER_CHAPTER}\n", {"tucker"}, None),
+    (f"Tucker.\n\n    Explained in: chapter 1, {_TUCKER_CHAPTER}", {"lc_compress"}, "never mentions"),
+    (f"Tucker.\n\n    Explained in: chapter 2, {_TUCKER_CHAPTER}", {"tucker"}, "is chapter 1, not 2"),
+    ('Explained in: chapter 1, "Tucker" (notebooks/01_tucker.ipynb).', {"tucker"}, "is titled"),
+    ('Explained in: chapter 9, "Later" (notebooks/09_later.ipynb).', {"tucker"}, "does not exist"),
+    ("Explained in: notebooks/01_tucker.ipynb", {"tucker"}, "does not read"),
+])
+def test_chapter_link_check_catches(doc, names, expected):
+    problems = _link_problems(_documented(doc), names)
+    if expected is None:
+        assert problems == []
+    else:
+        assert any(expected in p for p in problems), problems
+
+
+def test_chapter_use_check_catches_an_unlinked_use(monkeypatch):
+    from tuckerlab.metrics import count_params
+    from tuckerlab.train import evaluate, fit
+
+    nb = cn.skeleton("Tiny", "tiny")
+    nb["cells"].append(cn._cell("code", (
+        "from tuckerlab.train import (\n    fit,\n)\n"
+        "if False:\n    %pip install nothing\n"
+        "import tuckerlab.train\n"
+        "import tuckerlab.metrics as tm\n"
+        "fit(model, data, epochs=1)\n"
+        "tuckerlab.train.evaluate(model, data)\n"
+        "tm.count_params(model)"
+    )))
+    public = _public_objects()
+    assert _unlinked_uses(nb, public) == []
+    for fn in (fit, evaluate, count_params):
+        monkeypatch.setattr(fn, "__doc__", "Undocumented.")
+    assert _unlinked_uses(nb, public) == [
+        "tuckerlab.metrics.count_params", "tuckerlab.train.evaluate", "tuckerlab.train.fit"]
 
 
 # ---------------------------------------------------------------------------
