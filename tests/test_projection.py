@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from tuckerlab.decompose import cp, tensor_train, tt_tucker, tucker
+from tuckerlab.formats import HOOI_SWEEPS
 from tuckerlab.layers import TuckerConv2d
 from tuckerlab.metrics import count_macs, count_params
 from tuckerlab.projection import (
@@ -40,16 +41,17 @@ def weight(shape=(12, 8, 3, 3), dtype=torch.float32, seed=0):
 
 
 def reference(w, format, rank):
-    """The decomposition called directly, in the layers' layouts."""
+    """The decomposition called directly, in the layers' layouts (HOOI capped as the formats cap it)."""
     if format == "tucker2":
-        return tucker(w, rank, modes=(0, 1)).to_tensor()
+        return tucker(w, rank, modes=(0, 1), n_iter_max=HOOI_SWEEPS).to_tensor()
     if format == "tucker":
-        return tucker(w, rank).to_tensor()
+        return tucker(w, rank, n_iter_max=HOOI_SWEEPS).to_tensor()
     if format == "tt":
         return tensor_train(w.permute(1, 2, 3, 0), rank).to_tensor().permute(3, 0, 1, 2)
     if format == "tt_tucker":
         (r_out, r_in), tt = rank
-        return tt_tucker(w.permute(1, 2, 3, 0), (r_in, r_out), tt, modes=(0, 3)).to_tensor().permute(3, 0, 1, 2)
+        return tt_tucker(w.permute(1, 2, 3, 0), (r_in, r_out), tt, modes=(0, 3),
+                         n_iter_max=HOOI_SWEEPS).to_tensor().permute(3, 0, 1, 2)
     return cp(w, rank, random_state=0).to_tensor()
 
 
@@ -65,6 +67,40 @@ def test_projection_equals_the_decomposition(format):
     p = project(w, format, RANKS[format])
     torch.testing.assert_close(p, reference(w, format, RANKS[format]), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(reconstruct(decompose_weight(w, format, RANKS[format]), format), p)
+
+
+def test_capped_hooi_error_is_within_a_tenth_of_a_percent_of_converged_hooi():
+    # Random weights have flat spectra: the slowest case for HOOI.
+    w = weight((64, 64, 3, 3))
+    capped = float((project(w, "tucker2", (32, 32)) - w).norm())
+    converged = float((project(w, "tucker2", (32, 32), n_iter_max=200, tol=1e-12) - w).norm())
+    assert HOOI_SWEEPS <= 10
+    assert converged <= capped <= 1.001 * converged
+
+
+def test_warm_started_projection_matches_a_converged_one_and_skips_the_hosvd():
+    w = {"a": weight((48, 40, 3, 3), seed=1), "b": weight((32, 24, 3, 3), seed=2)}
+    proj = Projector({"a": ("tucker2", (20, 16)), "b": ("tucker2", (12, 10))})
+    first = proj.decompose_tensors(w)
+    warm = proj.warm_starts(first)
+    assert set(warm) == {"a", "b"} and warm["a"]["rank"] == [20, 16]
+    assert [tuple(f.shape) for f in warm["a"]["options"]["init"]] == [(48, 20), (40, 16)]
+    # The weights move a little, as between two C-steps.
+    moved = {n: t + 1e-2 * weight(t.shape, seed=9) for n, t in w.items()}
+    again = proj.reconstruct(proj.decompose_tensors(moved, warm=warm), moved)
+    best = {n: project(moved[n], "tucker2", proj[n].rank, n_iter_max=500, tol=1e-12) for n in moved}
+    for n in moved:
+        err, opt = float((again[n] - moved[n]).norm()), float((best[n] - moved[n]).norm())
+        assert opt * (1 - 1e-6) <= err <= 1.0005 * opt, n
+    # A changed rank starts afresh instead of from factors of the wrong shape.
+    smaller = proj.with_ranks({"a": (10, 8)})
+    assert smaller.decompose_tensors(moved, warm=warm)["a"].rank == (10, 8)
+    # HOSVD has nothing to start; tucker refuses init with it.
+    assert Projector({"a": ("tucker2", (20, 16), {"method": "hosvd"})}).warm_starts(first) == {}
+    with pytest.raises(ValueError, match="init= starts HOOI"):
+        tucker(w["a"], (20, 16), modes=(0, 1), method="hosvd", init=first["a"])
+    with pytest.raises(ValueError, match=r"mode 1 has shape \(40, 16\): must be \(40, 8\)"):
+        tucker(w["a"], (20, 8), modes=(0, 1), init=first["a"])
 
 
 @pytest.mark.parametrize("shape", [(10, 24), (24, 10)])

@@ -409,11 +409,37 @@ class Projector:
         """
         return self.decompose_tensors(self.weights(model))
 
-    def decompose_tensors(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        """``{name: decomposition of tensors[name]}`` in each layer's format, rank and options."""
+    def decompose_tensors(self, tensors: Mapping[str, torch.Tensor], warm: Mapping | None = None) -> dict[str, Any]:
+        """``{name: decomposition of tensors[name]}`` in each layer's format, rank and options.
+
+        ``warm`` is what :meth:`warm_starts` returned for earlier
+        decompositions: each layer whose rank has not changed since starts
+        from its previous factors (HOOI for the Tucker formats), the others
+        start afresh.
+        """
         check_finite(tensors)
-        return {n: s.fmt.decompose(tensors[n].detach(), s.rank, **s.fmt.check_options(s.options))
-                for n, s in self.specs.items()}
+        out = {}
+        for n, s in self.specs.items():
+            opts = s.fmt.check_options(s.options)
+            start = (warm or {}).get(n)
+            if start is not None and start["rank"] == s.fmt.rank_to_json(s.rank):
+                opts.update(start["options"])
+            out[n] = s.fmt.decompose(tensors[n].detach(), s.rank, **opts)
+        return out
+
+    def warm_starts(self, decompositions: Mapping[str, Any]) -> dict[str, dict]:
+        """``{name: {"rank", "options"}}``: how the next :meth:`decompose_tensors` may start from ``decompositions``.
+
+        Plain values and tensors, so a training method can checkpoint them
+        (a resumed run then continues exactly as an uninterrupted one).
+        Layers whose format has no warm start are left out.
+        """
+        out = {}
+        for n, s in self.specs.items():
+            opts = s.fmt.warm_start(decompositions[n], s.fmt.check_options(s.options))
+            if opts:
+                out[n] = {"rank": s.fmt.rank_to_json(s.rank), "options": opts}
+        return out
 
     def reconstruct(self, decompositions: Mapping[str, Any], like) -> dict[str, torch.Tensor]:
         """``{name: tensor}`` rebuilt from ``decompositions``, each like ``like[name]`` (shape, dtype, layout).

@@ -81,16 +81,23 @@ def tucker_factors(
     method: str = "hooi",
     n_iter_max: int = 100,
     tol: float = 1e-8,
+    init=None,
 ):
-    """Core and factors (list over all modes) of an already validated problem."""
-    factors = [None] * x.ndim
-    for m, r in zip(modes, ranks):
-        factors[m] = leading_eigvecs(gram(x, m), r, x.dtype)
+    """Core and factors (list over all modes) of an already validated problem.
 
+    ``init``: validated starting factors, one per entry of ``modes``, in
+    ``x``'s dtype and device (HOOI then skips the HOSVD).
+    """
     # A mode kept at full rank has an orthogonal factor that projects onto
     # everything, so HOOI only needs to update the truncated modes; with one
-    # or none of them HOSVD is already optimal.
+    # or none of them HOSVD is already optimal (and a warm start not needed).
     active = [m for m, r in zip(modes, ranks) if r < x.shape[m]]
+    if len(active) < 2:
+        init = None
+    factors = [None] * x.ndim
+    for k, (m, r) in enumerate(zip(modes, ranks)):
+        factors[m] = init[k] if init is not None else leading_eigvecs(gram(x, m), r, x.dtype)
+
     if method == "hosvd" or len(active) < 2 or n_iter_max == 0:
         return project(x, factors, modes), factors
 
@@ -116,6 +123,25 @@ def tucker_factors(
     return core, factors
 
 
+def _check_init(init, x: torch.Tensor, ranks: tuple, modes: tuple, method: str):
+    """``init`` as a list of factors in ``x``'s dtype and device, or ValueError naming the mode."""
+    if init is None:
+        return None
+    if method != "hooi":
+        raise ValueError(f"init= starts HOOI; method={method!r} does not iterate (use method='hooi')")
+    factors = [init.factors[m] for m in init.modes] if isinstance(init, TuckerTensor) else list(init)
+    if len(factors) != len(modes):
+        raise ValueError(f"init has {len(factors)} factors; modes={modes} needs one per mode")
+    out = []
+    for f, m, r in zip(factors, modes, ranks):
+        want = (int(x.shape[m]), int(r))
+        if not isinstance(f, torch.Tensor) or tuple(f.shape) != want:
+            got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+            raise ValueError(f"init factor of mode {m} has shape {got}: must be {want} (mode size, rank)")
+        out.append(f.detach().to(device=x.device, dtype=x.dtype))
+    return out
+
+
 def tucker(
     tensor: torch.Tensor,
     rank,
@@ -124,6 +150,7 @@ def tucker(
     n_iter_max: int = 100,
     tol: float = 1e-8,
     random_state=None,
+    init=None,
 ) -> TuckerTensor:
     """Tucker decomposition of a tensor, on all modes or on a subset.
 
@@ -159,6 +186,13 @@ def tucker(
     random_state : None, int or numpy.random.RandomState
         Accepted for symmetry with the other decompositions; both methods
         are deterministic, so it has no effect.
+    init : TuckerTensor or sequence of torch.Tensor, optional
+        Starting factors for HOOI, one ``(shape[m], r_m)`` matrix with
+        orthonormal columns per entry of ``modes`` (or a decomposition with
+        those factors, e.g. the previous one of a slowly changing tensor).
+        HOOI then starts from them instead of the HOSVD: a warm start, which
+        a few sweeps bring to the fixed point the previous iterations were
+        approaching. Only with ``method="hooi"``.
 
     Returns
     -------
@@ -214,7 +248,8 @@ def tucker(
 
     with torch.no_grad():
         x = tensor.detach().to(compute_dtype(tensor.dtype))
-        core, factors = tucker_factors(x, ranks, modes, method, n_iter_max, tol)
+        start = _check_init(init, x, ranks, modes, method)
+        core, factors = tucker_factors(x, ranks, modes, method, n_iter_max, tol, start)
         dtype = tensor.dtype
         core = core.to(dtype).contiguous()
         factors = [f.to(dtype).contiguous() if f is not None else None for f in factors]

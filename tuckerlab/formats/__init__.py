@@ -30,6 +30,7 @@ Old spellings (``svd``, ``tensor_train``, ...) are accepted by
 full Tucker here.
 """
 from ._base import (
+    HOOI_SWEEPS,
     Format,
     format_names,
     get_format,
@@ -47,7 +48,7 @@ from .cp import CP
 from .lowrank import LowRank
 
 __all__ = [
-    "Format", "register_format", "unregister_format", "get_format", "format_names", "registered_formats",
+    "HOOI_SWEEPS", "Format", "register_format", "unregister_format", "get_format", "format_names", "registered_formats",
     "rank_to_json", "rank_from_json",
     "Tucker2", "Tucker", "TT", "TTTucker", "CP", "LowRank",
 ]

@@ -10,7 +10,7 @@ from tuckerlab.layers.tt import from_tt_layout, to_tt_layout
 from tuckerlab.layers.tt_tucker import _tt_tucker_rank
 
 from . import _spectra as sp
-from ._base import Format, register_format
+from ._base import HOOI_SWEEPS, Format, register_format
 
 __all__ = ["TTTucker"]
 
@@ -32,6 +32,7 @@ class TTTucker(Format):
     kind = "conv"
     layer = TTTuckerConv2d
     options = ("method", "n_iter_max", "tol")
+    default_options = {"n_iter_max": HOOI_SWEEPS}
     rank_doc = "((r_out, r_in), (r1, r2, r3)); the TT part may be an int cap"
 
     def normalize_rank(self, shape, rank):

@@ -8,7 +8,7 @@ from tuckerlab.decompose._validation import validate_tucker_rank
 from tuckerlab.layers import TuckerConv2d
 
 from . import _spectra as sp
-from ._base import Format, register_format
+from ._base import HOOI_SWEEPS, Format, register_format
 
 __all__ = ["Tucker2"]
 
@@ -27,7 +27,8 @@ class Tucker2(Format):
     description = "Tucker-2: 1x1 (S -> r_in), Kh x Kw (r_in -> r_out), 1x1 (r_out -> T) (Kim et al. 2016)"
     kind = "conv"
     layer = TuckerConv2d
-    options = ("method", "n_iter_max", "tol", "random_state")
+    options = ("method", "n_iter_max", "tol", "random_state", "init")
+    default_options = {"n_iter_max": HOOI_SWEEPS}
     rank_doc = "(r_out, r_in), or an int for both"
 
     def normalize_rank(self, shape, rank):
@@ -41,6 +42,13 @@ class Tucker2(Format):
 
     def rank_of(self, decomposition):
         return tuple(decomposition.rank)
+
+    def warm_start(self, decomposition, options):
+        # HOOI from the previous factors (see tuckerlab.decompose.tucker's init);
+        # HOSVD is one pass, with nothing to start.
+        if options.get("method", "hooi") != "hooi" or "init" in options:
+            return {}
+        return {"init": [decomposition.factors[m] for m in decomposition.modes]}
 
     def upgrade_state(self, state, prefix, shape, rank):
         TuckerConv2d.fold_full_rank_factors(state, prefix)

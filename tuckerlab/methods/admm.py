@@ -305,7 +305,9 @@ class ADMMCallback(ProjectionCallback):
         model = trainer.model
         t0 = time.perf_counter()
         self._choose_ranks(trainer)
-        z = self.projector.project(model)
+        weights = self.projector.weights(model)
+        with torch.no_grad():
+            z = self.projector.reconstruct(self._decompose(weights), weights)
         self._set_variables(z, {n: torch.zeros_like(t) for n, t in z.items()})
         self._record(trainer, epoch, 0.0, None, time.perf_counter() - t0)
 
@@ -318,7 +320,8 @@ class ADMMCallback(ProjectionCallback):
         z_old = [self.Z[n] for n in names]
         u_old = [self.U[n] for n in names]
         with torch.no_grad():
-            z = self.projector.project_tensors(dict(zip(names, torch._foreach_add(weights, u_old))))
+            shifted = dict(zip(names, torch._foreach_add(weights, u_old)))
+            z = self.projector.reconstruct(self._decompose(shifted), shifted)
             z_new = [z[n] for n in names]
             u_new = torch._foreach_add(u_old, torch._foreach_sub(weights, z_new))
             rho = self.rho
@@ -377,6 +380,7 @@ class ADMMCallback(ProjectionCallback):
         self.updates = int(state["updates"])
         z, u = state["Z"], state["U"]
         self._set_variables(None if z is None else dict(z), None if u is None else dict(u))
+        self._warm_from(self.Z)
 
     def summary_line(self) -> str:
         last = self.log[-1] if self.log else None

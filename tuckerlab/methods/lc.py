@@ -316,9 +316,9 @@ class LCCallback(ProjectionCallback):
             if self.lam is not None:
                 shifted = dict(zip(names, torch._foreach_sub([weights[n] for n in names],
                                                              [self.lam[n] / self.mu for n in names])))
-                self.decompositions = self.projector.decompose_tensors(shifted)
+                self.decompositions = self._decompose(shifted)
             else:
-                self.decompositions = self.projector.decompose(model)
+                self.decompositions = self._decompose(weights)
             self.targets = self.projector.reconstruct(self.decompositions, model)
             if self.multipliers:
                 if self.lam is None:  # the initial C-step: lambda starts at 0
@@ -392,6 +392,7 @@ class LCCallback(ProjectionCallback):
         self.lam = None if lam is None else {n: t.clone() for n, t in lam.items()}
         self._anchors = None
         self.decompositions = None
+        self._warm_from(self.targets)
 
     # -------------------------------------------------------- the result
     def final_decompositions(self) -> dict | None:
