@@ -141,6 +141,14 @@ def _rel_err(x: torch.Tensor, approx: torch.Tensor) -> float:
 _UNFOLD_SHAPES = ((3, 4, 5), (2, 3, 4, 5), (4, 6))
 
 
+def _unfold_cases():
+    """``(shape, X, n)`` for every mode ``n`` of ``X = arange(...).reshape(shape)``, each shape of :data:`_UNFOLD_SHAPES`."""
+    for shape in _UNFOLD_SHAPES:
+        x = torch.arange(math.prod(shape), dtype=_DTYPE).reshape(shape)
+        for n in range(len(shape)):
+            yield shape, x, n
+
+
 def check_unfold(fn: Callable) -> None:
     """Check ``fn(X, n)``: the mode-``n`` unfolding of ``X``.
 
@@ -153,39 +161,37 @@ def check_unfold(fn: Callable) -> None:
     """
     name = "check_unfold"
     count = 0
-    for shape in _UNFOLD_SHAPES:
-        x = torch.arange(math.prod(shape), dtype=_DTYPE).reshape(shape)
-        for n in range(len(shape)):
-            got = _to_tensor(_call(fn, name, x, n), f"{name}: the result for mode {n}")
-            want = _unfold(x, n)
-            where = f"mode {n} of a tensor of shape {shape}"
-            if got.shape != want.shape:
-                hint = ""
-                others = [m for m in range(len(shape)) if m != n and got.shape == _unfold(x, m).shape]
-                if got.shape == want.T.shape:
-                    hint = " (rows and columns are swapped: mode n indexes the rows)"
-                elif others:
-                    hint = f" (the shape of the mode-{others[0]} unfolding; modes are numbered from 0)"
-                elif got.ndim != 2:
-                    hint = " (an unfolding is a matrix)"
-                raise AssertionError(
-                    f"{name}: {where}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}{hint}"
-                )
-            if torch.equal(got, want):
-                count += 1
-                continue
+    for shape, x, n in _unfold_cases():
+        got = _to_tensor(_call(fn, name, x, n), f"{name}: the result for mode {n}")
+        want = _unfold(x, n)
+        where = f"mode {n} of a tensor of shape {shape}"
+        if got.shape != want.shape:
             hint = ""
-            if torch.equal(got, _unfold_kolda_bader(x, n)):
-                hint = (
-                    "\n  your columns follow the column-major order of Kolda & Bader (the first "
-                    "remaining index changes fastest); this book orders them row-major, the "
-                    "way torch.reshape does: the last remaining index changes fastest"
-                )
+            others = [m for m in range(len(shape)) if m != n and got.shape == _unfold(x, m).shape]
+            if got.shape == want.T.shape:
+                hint = " (rows and columns are swapped: mode n indexes the rows)"
+            elif others:
+                hint = f" (the shape of the mode-{others[0]} unfolding; modes are numbered from 0)"
+            elif got.ndim != 2:
+                hint = " (an unfolding is a matrix)"
             raise AssertionError(
-                f"{name}: {where}: the shape is right but the entries differ "
-                f"({_max_diff(got, want)}); the input is torch.arange(...).reshape{shape}, "
-                f"so row i must hold the entries whose mode-{n} index is i{hint}"
+                f"{name}: {where}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}{hint}"
             )
+        if torch.equal(got, want):
+            count += 1
+            continue
+        hint = ""
+        if torch.equal(got, _unfold_kolda_bader(x, n)):
+            hint = (
+                "\n  your columns follow the column-major order of Kolda & Bader (the first "
+                "remaining index changes fastest); this book orders them row-major, the "
+                "way torch.reshape does: the last remaining index changes fastest"
+            )
+        raise AssertionError(
+            f"{name}: {where}: the shape is right but the entries differ "
+            f"({_max_diff(got, want)}); the input is torch.arange(...).reshape{shape}, "
+            f"so row i must hold the entries whose mode-{n} index is i{hint}"
+        )
     _passed(name, f"{count} unfoldings of tensors of order 2 to 4 match")
 
 
@@ -199,21 +205,19 @@ def check_fold(fn: Callable) -> None:
     """
     name = "check_fold"
     count = 0
-    for shape in _UNFOLD_SHAPES:
-        x = torch.arange(math.prod(shape), dtype=_DTYPE).reshape(shape)
-        for n in range(len(shape)):
-            got = _to_tensor(_call(fn, name, _unfold(x, n), n, tuple(shape)),
-                             f"{name}: the result for mode {n}")
-            where = f"folding mode {n} back to shape {shape}"
-            if tuple(got.shape) != tuple(shape):
-                raise AssertionError(f"{name}: {where}: got shape {tuple(got.shape)}")
-            if not torch.equal(got, x):
-                raise AssertionError(
-                    f"{name}: {where}: the shape is right but the entries differ "
-                    f"({_max_diff(got, x)}); fold must undo unfold exactly: move mode {n} to "
-                    f"the front, reshape with the other sizes in their order, then move it back"
-                )
-            count += 1
+    for shape, x, n in _unfold_cases():
+        got = _to_tensor(_call(fn, name, _unfold(x, n), n, tuple(shape)),
+                         f"{name}: the result for mode {n}")
+        where = f"folding mode {n} back to shape {shape}"
+        if tuple(got.shape) != tuple(shape):
+            raise AssertionError(f"{name}: {where}: got shape {tuple(got.shape)}")
+        if not torch.equal(got, x):
+            raise AssertionError(
+                f"{name}: {where}: the shape is right but the entries differ "
+                f"({_max_diff(got, x)}); fold must undo unfold exactly: move mode {n} to "
+                f"the front, reshape with the other sizes in their order, then move it back"
+            )
+        count += 1
     _passed(name, f"fold(unfold(X, n), n, X.shape) == X for {count} (tensor, mode) pairs")
 
 

@@ -287,6 +287,23 @@ _ALIASES = {
 }
 
 
+class HOOIFormat(Format):
+    """What the Tucker formats share: HOOI's options, capped at :data:`HOOI_SWEEPS`, and its warm start."""
+
+    options = ("method", "n_iter_max", "tol", "random_state", "init")
+    default_options = {"n_iter_max": HOOI_SWEEPS}
+
+    def rank_of(self, decomposition):
+        return tuple(decomposition.rank)
+
+    def warm_start(self, decomposition, options):
+        # HOOI from the previous factors (see tuckerlab.decompose.tucker's init);
+        # HOSVD is one pass, with nothing to start.
+        if options.get("method", "hooi") != "hooi" or "init" in options:
+            return {}
+        return {"init": [decomposition.factors[m] for m in decomposition.modes]}
+
+
 def register_format(fmt: Format, *, replace: bool = False) -> Format:
     """Add ``fmt`` to the registry under ``fmt.name``; returns it.
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 from tuckerlab.decompose import tucker
 from tuckerlab.decompose._validation import validate_tucker_rank
 
-from ._base import HOOI_SWEEPS, Format, register_format
+from ._base import HOOIFormat, register_format
 
 __all__ = ["Tucker"]
 
 
-class Tucker(Format):
+class Tucker(HOOIFormat):
     """Tucker decomposition of every mode of a weight of any order >= 2: one rank per mode.
 
     There is no factorized layer for it (the spatial factors would need a
@@ -22,8 +22,6 @@ class Tucker(Format):
     description = "full Tucker: a factor on every mode (projection only, no layer)"
     kind = "any"
     layer = None
-    options = ("method", "n_iter_max", "tol", "random_state", "init")
-    default_options = {"n_iter_max": HOOI_SWEEPS}
     rank_doc = "one rank per mode, or an int for every mode"
 
     def normalize_rank(self, shape, rank):
@@ -34,16 +32,6 @@ class Tucker(Format):
 
     def decompose(self, weight, rank, **options):
         return tucker(weight.detach(), rank, **options)
-
-    def rank_of(self, decomposition):
-        return tuple(decomposition.rank)
-
-    def warm_start(self, decomposition, options):
-        # HOOI from the previous factors (see tuckerlab.decompose.tucker's init);
-        # HOSVD is one pass, with nothing to start.
-        if options.get("method", "hooi") != "hooi" or "init" in options:
-            return {}
-        return {"init": [decomposition.factors[m] for m in decomposition.modes]}
 
     def require_layer(self):
         raise ValueError(

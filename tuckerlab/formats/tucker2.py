@@ -8,12 +8,12 @@ from tuckerlab.decompose._validation import validate_tucker_rank
 from tuckerlab.layers import TuckerConv2d
 
 from . import _spectra as sp
-from ._base import HOOI_SWEEPS, Format, register_format
+from ._base import HOOIFormat, register_format
 
 __all__ = ["Tucker2"]
 
 
-class Tucker2(Format):
+class Tucker2(HOOIFormat):
     """Tucker-2 of a conv weight ``(T, S, Kh, Kw)``: rank ``(r_out, r_in)``.
 
     Layer :class:`~tuckerlab.layers.TuckerConv2d`.
@@ -27,8 +27,6 @@ class Tucker2(Format):
     description = "Tucker-2: 1x1 (S -> r_in), Kh x Kw (r_in -> r_out), 1x1 (r_out -> T) (Kim et al. 2016)"
     kind = "conv"
     layer = TuckerConv2d
-    options = ("method", "n_iter_max", "tol", "random_state", "init")
-    default_options = {"n_iter_max": HOOI_SWEEPS}
     rank_doc = "(r_out, r_in), or an int for both"
 
     def normalize_rank(self, shape, rank):
@@ -39,16 +37,6 @@ class Tucker2(Format):
 
     def decompose(self, weight, rank, **options):
         return tucker(weight.detach(), rank, modes=(0, 1), **options)
-
-    def rank_of(self, decomposition):
-        return tuple(decomposition.rank)
-
-    def warm_start(self, decomposition, options):
-        # HOOI from the previous factors (see tuckerlab.decompose.tucker's init);
-        # HOSVD is one pass, with nothing to start.
-        if options.get("method", "hooi") != "hooi" or "init" in options:
-            return {}
-        return {"init": [decomposition.factors[m] for m in decomposition.modes]}
 
     def upgrade_state(self, state, prefix, shape, rank):
         TuckerConv2d.fold_full_rank_factors(state, prefix)
