@@ -5,6 +5,7 @@
     python scripts/reproduce.py 05_tt_lc           # one chapter (a name or a path)
     python scripts/reproduce.py --times            # the recorded time of each chapter
     python scripts/reproduce.py --times --json     # the same, machine-readable
+    python scripts/reproduce.py --times --write-table   # the table of book/how_to_use.md, rewritten
 
 (``make reproduce`` and ``make reproduce CHAPTER=05_tt_lc`` run this.)
 
@@ -123,6 +124,60 @@ def times(paths: list[Path]) -> list[dict]:
     return rows
 
 
+TABLE_START = "<!-- chapter-times:start (scripts/reproduce.py --times --write-table) -->"
+TABLE_END = "<!-- chapter-times:end -->"
+TEST_REPORT = REPORTS / "notebooks-test-mode.xml"
+
+
+def test_mode_seconds(report: Path = TEST_REPORT) -> dict[str, float]:
+    """Seconds per chapter of the last ``make test-notebooks`` (nbval's JUnit report), if there is one."""
+    if not report.exists():
+        return {}
+    import xml.etree.ElementTree as ET  # noqa: PLC0415
+
+    out: dict[str, float] = {}
+    for case in ET.parse(report).iter("testcase"):
+        stem = Path(case.get("file") or case.get("classname", "").replace(".", "/")).stem
+        for path in NOTEBOOKS.glob("*.ipynb"):
+            if path.stem in (case.get("classname", "") + " " + (case.get("file") or "") + " " + stem):
+                out[path.stem] = out.get(path.stem, 0.0) + float(case.get("time", 0.0))
+    return out
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def times_table(paths: list[Path], test_seconds: dict[str, float] | None = None) -> str:
+    """The per-chapter time table (Markdown): quick mode as recorded, test mode, full mode estimated."""
+    from tuckerlab.notebook import FULL_MODE_HOURS  # noqa: PLC0415
+
+    test_seconds = test_mode_seconds() if test_seconds is None else test_seconds
+    lines = [
+        "| chapter | quick mode (measured) | machine, load average | test mode (measured) "
+        "| full mode, one GPU (estimated) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in times(paths):
+        quick = _minutes(row["seconds"]) if row["mode"] == "quick" else "-"
+        load = row["load_average"][0] if row["load_average"] else None
+        where = f"{row['machine'] or '-'}, {load:.1f}" if load is not None else (row["machine"] or "-")
+        full = FULL_MODE_HOURS.get(row["chapter"])
+        lines.append(f"| {row['chapter']} | {quick} | {where} | {_minutes(test_seconds.get(row['chapter']))} "
+                     f"| {'-' if full is None else f'{full:g} h'} |")
+    return "\n".join(lines)
+
+
+def write_table(path: Path, table: str) -> None:
+    """Replace the table between the markers of ``path`` with ``table``."""
+    text = path.read_text(encoding="utf-8")
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"reproduce: {path} has no {TABLE_START} ... {TABLE_END} markers")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    path.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("chapters", nargs="*", help="chapter names (default: all)")
@@ -132,11 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     parser.add_argument("--times", action="store_true", help="print the recorded times only")
     parser.add_argument("--json", action="store_true", help="with --times: as JSON")
+    parser.add_argument("--write-table", action="store_true",
+                        help="with --times: rewrite the time table of book/how_to_use.md")
     args = parser.parse_args(argv)
     paths = chapters(args.chapters)
 
     if args.times:
         rows = times(paths)
+        if args.write_table:
+            write_table(ROOT / "book" / "how_to_use.md", times_table(paths))
+            print("reproduce: wrote the time table of book/how_to_use.md")
+            return 0
         if args.json:
             print(json.dumps(rows, indent=1))
         else:

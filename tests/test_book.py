@@ -121,6 +121,33 @@ def test_how_to_use_lists_every_exercise_check():
     assert not missing, f"how_to_use.md does not list {missing}"
 
 
+def _reproduce_module():
+    spec = importlib.util.spec_from_file_location("reproduce_script", ROOT / "scripts" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table_rows(table: str) -> dict[str, list[str]]:
+    rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| 0")]
+    return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
+
+
+def test_chapter_time_table_matches_the_notebooks_records():
+    rp = _reproduce_module()
+    how_to = (ROOT / "book" / "how_to_use.md").read_text(encoding="utf-8")
+    assert rp.TABLE_START in how_to and rp.TABLE_END in how_to
+    shown = _table_rows(how_to.split(rp.TABLE_START, 1)[1].split(rp.TABLE_END, 1)[0])
+    expected = _table_rows(rp.times_table(rp.chapters([]), test_seconds={}))
+    assert set(shown) == set(expected), "run: python scripts/reproduce.py --times --write-table"
+    for chapter, cells in expected.items():
+        # quick mode, machine and load, full-mode estimate; the test-mode column is whatever was last measured
+        got = shown[chapter]
+        assert [got[1], got[2], got[4]] == [cells[1], cells[2], cells[4]], (
+            f"{chapter}: book/how_to_use.md says {got}, the notebook's record {cells}; "
+            "run: python scripts/reproduce.py --times --write-table")
+
+
 # ---------------------------------------------------------------------------
 # the library map page
 # ---------------------------------------------------------------------------
