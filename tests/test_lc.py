@@ -153,6 +153,14 @@ def test_finetune_schedule_kwargs_reach_the_finetuning():
                          finetune_schedule_kwargs={"milestones": [1, 2], "gamma": 0.5}, **FIT)
     assert result.finetune_history.lr == pytest.approx([0.01, 0.005, 0.0025])
 
+
+def test_compress_and_finetune_takes_the_schedule_settings():
+    from tuckerlab.pipeline import compress_and_finetune
+
+    result = compress_and_finetune(tiny(), tiny_data(), "tucker2", {"conv2": (4, 4)}, finetune_epochs=3, lr=0.01,
+                                   schedule="step", schedule_kwargs={"milestones": [1, 2], "gamma": 0.5}, **FIT)
+    assert result.finetune_history.lr == pytest.approx([0.01, 0.005, 0.0025])
+
 def test_factorized_layers_are_the_final_projection():
     data = tiny_data()
     result = lc_compress(tiny(), data, {"conv2": ("tt_tucker", ((6, 4), (3, 4, 3)))}, n_steps=2, mu0=0.05,

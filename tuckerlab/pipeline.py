@@ -33,6 +33,7 @@ def compress_and_finetune(
     finetune_epochs: int = 5,
     lr: float = 0.01,
     schedule: str = "cosine",
+    schedule_kwargs: dict | None = None,
     include_linear: bool = False,
     device=None,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -63,6 +64,8 @@ def compress_and_finetune(
         Epochs of fine-tuning of the whole factorized model; 0 skips it.
     lr, schedule : float, str
         Fine-tuning learning rate and schedule (see :func:`tuckerlab.train.fit`).
+    schedule_kwargs : mapping, optional
+        The schedule's settings (e.g. ``authors_step(...)`` for ``"step"``).
     include_linear : bool
         Also factorize linear layers.
     device : torch.device or str, optional
@@ -117,7 +120,8 @@ def compress_and_finetune(
     search = time.perf_counter() - start
     result = run_method(
         model, data, specs=specs, method="decompose", accuracy_reference=accuracy_dense,
-        finetune_epochs=finetune_epochs, finetune_lr=lr, finetune_schedule=schedule, device=device,
+        finetune_epochs=finetune_epochs, finetune_lr=lr, finetune_schedule=schedule,
+        finetune_schedule_kwargs=schedule_kwargs, device=device,
         checkpoint_dir=checkpoint_dir, resume=resume, progress=fit_kwargs.pop("progress", True),
         seed=fit_kwargs.pop("seed", 0), fit_kwargs=fit_kwargs, selection=layers,
     )
