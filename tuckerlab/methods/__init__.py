@@ -9,7 +9,10 @@
 - :mod:`~tuckerlab.methods.admm`: ADMM training of the dense network towards
   low TT or Tucker rank, then decomposition and fine-tuning (Yin et al.,
   2021): :class:`ADMMCallback`, :func:`admm_compress` and the authors' step
-  schedule :func:`authors_step`.
+  schedule :func:`authors_step`;
+- :mod:`~tuckerlab.methods.batude`: BATUDE (Yin et al., 2022), Tucker-2 ranks
+  of all layers learned in training under one FLOPs or parameter budget:
+  :class:`BATUDECallback` and :func:`batude_compress`.
 
 They share one base (:mod:`~tuckerlab.methods._base`): the projection
 callback :class:`ProjectionCallback` (layers and ranks given or chosen by any
@@ -26,6 +29,7 @@ from tuckerlab.rank.double_bayesian import DoubleBayesianRanks
 
 from ._base import LayerChoice, MethodResult, ProjectionCallback, run_method
 from .admm import ADMMCallback, ADMMResult, admm_compress, authors_step
+from .batude import BATUDECallback, batude_compress
 from .lc import LCCallback, LCResult, LStepSchedule, lc_compress
 from .tt_lc import tt_lc
 
@@ -33,4 +37,5 @@ __all__ = [
     "ProjectionCallback", "MethodResult", "run_method", "LayerChoice",
     "LCCallback", "LCResult", "LStepSchedule", "lc_compress", "DoubleBayesianRanks", "tt_lc",
     "ADMMCallback", "ADMMResult", "admm_compress", "authors_step",
+    "BATUDECallback", "batude_compress",
 ]
