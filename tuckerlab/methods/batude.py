@@ -413,14 +413,15 @@ def threshold(x: torch.Tensor, rank: int, kind: str = "hard", svd=None) -> torch
     ``"soft"``: every singular value lowered by ``tau = s_{rank+1}``, the
     largest one removed (the proximal step of ``tau ||.||_*``); the rank
     is ``rank`` unless ``s_rank = s_{rank+1}``. At or above ``x``'s rank,
-    ``x`` itself (bit for bit). ``svd`` is ``torch.linalg.svd(x,
-    full_matrices=False)`` when already computed.
+    ``x`` itself (bit for bit). The SVD runs in float64 (``svd``:
+    ``torch.linalg.svd(x.double(), full_matrices=False)`` when already
+    computed); the result has ``x``'s dtype.
     """
     if kind not in THRESHOLDS:
         raise ValueError(f"threshold must be one of {THRESHOLDS}, got {kind!r}")
     if rank >= min(x.shape):
         return x
-    u, s, vh = svd if svd is not None else torch.linalg.svd(x, full_matrices=False)
+    u, s, vh = svd if svd is not None else torch.linalg.svd(x.double(), full_matrices=False)
     kept = s[:rank] if kind == "hard" else s[:rank] - s[rank]
     return ((u[:, :rank] * kept) @ vh[:rank]).to(x.dtype)
 
