@@ -329,3 +329,28 @@ def test_bad_settings_fail_before_training(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         batude_compress(net(), tiny_data(), "macs:0.5", checkpoint_dir=tmp_path / "ck", **args, **FIT)
     assert not (tmp_path / "ck").exists()
+
+
+# ---------------------------------------------------------------- the command
+def test_cli_runs_end_to_end_and_writes_results(tmp_path, capsys):
+    from tuckerlab.cli import main
+    from tuckerlab.results import read_results
+    from tuckerlab.serialization import load_model
+
+    out = tmp_path / "batude"
+    fast = ["--no-progress", "--device", "cpu", "--max-steps-per-epoch", "2", "--batch-size", "32"]
+    assert main(["batude", "--model", "resnet20", "--data", "synthetic", "--budget", "macs:0.5", "--epochs", "2",
+                 "--finetune-epochs", "1", "--rho", "0.01", "--threshold", "soft", "--update-every", "3",
+                 "--out", str(out), *fast]) == 0
+    payload = read_results(out)
+    results, prov = payload["results"], payload["provenance"]
+    assert (prov["command"], prov["budget"], prov["threshold"], prov["rho"]) == ("batude", "macs:0.5", "soft", 0.01)
+    assert prov["from_scratch"] is True and prov["dataset"] == "synthetic" and "git_commit" in prov
+    assert results["macs_after"] <= 0.5 * results["macs_before"]
+    assert [(r["update"], r["step"]) for r in results["batude_log"]] == [(0, 0), (1, 3)]  # 2 steps per epoch
+    assert results["batude_log"][-1]["budget_met"] and results["accuracy_finetuned"] is not None
+    model, info = load_model(out / "model.pt")
+    assert info["compression"]["method"] == "tucker2" and count_macs(model) == results["macs_after"]
+    assert "FLOPs reduction" in capsys.readouterr().out
+    assert main(["batude", "--model", "resnet20", "--data", "synthetic", "--budget", "flops:0.4", *fast]) == 2
+    assert "--budget: budget='flops:0.4': unknown unit 'flops'" in capsys.readouterr().err
