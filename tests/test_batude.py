@@ -354,3 +354,15 @@ def test_cli_runs_end_to_end_and_writes_results(tmp_path, capsys):
     assert "FLOPs reduction" in capsys.readouterr().out
     assert main(["batude", "--model", "resnet20", "--data", "synthetic", "--budget", "flops:0.4", *fast]) == 2
     assert "--budget: budget='flops:0.4': unknown unit 'flops'" in capsys.readouterr().err
+
+
+def test_comparison_grid_runs_batude_at_the_grids_budget(tmp_path):
+    from tuckerlab.cli import build_parser
+    from tuckerlab.compare import METHODS, Grid, cells
+
+    grid = Grid(model="resnet20", data="synthetic", methods=("batude",), budgets=("macs:0.5",), seeds=(0,),
+                epochs=6, pretrain_epochs=2)
+    cell = next(c for c in cells(grid, tmp_path) if c.method == "batude")
+    args = build_parser().parse_args([str(a) for a in cell.argv])  # a command the CLI accepts
+    assert (args.command, args.budget, args.epochs, args.finetune_epochs) == ("batude", "macs:0.5", 2, 2)
+    assert "BATUDE" in METHODS["batude"].label and cell.epochs == "2 dense + 2 BATUDE + 2 fine-tune"

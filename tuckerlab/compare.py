@@ -182,6 +182,15 @@ def _admm(fmt: str) -> MethodRecipe:
                         from_scratch=True)
 
 
+def _batude(grid, budget, seed, dense, out):
+    # ranks learned from the trained network under the grid's budget; the pull of ADMM's grid row (rho 0.8,
+    # an M-step every 10 steps), since the recipe's rho = 1e-3 is meant for hundreds of epochs
+    epochs = max(1, _rest(grid) - 2)
+    return ["batude", str(dense), "--budget", budget, "--epochs", str(epochs), "--finetune-epochs", "2",
+            "--rho", "0.8", "--update-every", "10", "--lr", "0.01", "--schedule", "cosine", "--finetune-lr", "0.02",
+            *_common(grid, seed, out)]
+
+
 METHODS: dict[str, MethodRecipe] = {
     "evbmf": _decompose(lambda b: f"fit:{b}:evbmf", "EVBMF + fine-tune", "Kim et al. 2016"),
     "budget": _decompose(lambda b: b, "budget solver + fine-tune", "Idelbayev & Carreira-Perpinan 2020"),
@@ -193,6 +202,8 @@ METHODS: dict[str, MethodRecipe] = {
                                     "from scratch", from_scratch=True),
     "admm-tt": _admm("tt"),
     "admm-tucker2": _admm("tucker2"),
+    "batude": MethodRecipe("BATUDE (tucker2)", "Yin et al. 2022", _batude,
+                           lambda g: f"{g.pretrain_epochs} dense + {max(1, _rest(g) - 2)} BATUDE + 2 fine-tune"),
 }
 
 
