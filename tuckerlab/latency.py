@@ -470,6 +470,9 @@ def choose_execution(
 ) -> ExecutionReport:
     """Time each factorized layer's executions on this device and keep the fastest.
 
+    Explained in: chapter 3, "Factorized convolutions"
+    (notebooks/03_factorized_convolutions.ipynb).
+
     Parameters
     ----------
     model : torch.nn.Module
