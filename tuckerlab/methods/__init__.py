@@ -12,7 +12,11 @@
   schedule :func:`authors_step`;
 - :mod:`~tuckerlab.methods.batude`: BATUDE (Yin et al., 2022), Tucker-2 ranks
   of all layers learned in training under one FLOPs or parameter budget:
-  :class:`BATUDECallback` and :func:`batude_compress`.
+  :class:`BATUDECallback` and :func:`batude_compress`;
+- :mod:`~tuckerlab.methods.alternating`: accuracy-aware alternating Tucker
+  (Liu et al., 2025), Tucker-2 ranks shrunk between rounds of training while
+  the accuracy on a validation split held out from the training set holds:
+  :class:`AlternatingCallback` and :func:`alternating_compress`.
 
 They share one base (:mod:`~tuckerlab.methods._base`): the projection
 callback :class:`ProjectionCallback` (layers and ranks given or chosen by any
@@ -29,6 +33,7 @@ from tuckerlab.rank.double_bayesian import DoubleBayesianRanks
 
 from ._base import LayerChoice, MethodResult, ProjectionCallback, run_method
 from .admm import ADMMCallback, ADMMResult, admm_compress, authors_step
+from .alternating import AlternatingCallback, alternating_compress
 from .batude import BATUDECallback, batude_compress
 from .lc import LCCallback, LCResult, LStepSchedule, lc_compress
 from .tt_lc import tt_lc
@@ -38,4 +43,5 @@ __all__ = [
     "LCCallback", "LCResult", "LStepSchedule", "lc_compress", "DoubleBayesianRanks", "tt_lc",
     "ADMMCallback", "ADMMResult", "admm_compress", "authors_step",
     "BATUDECallback", "batude_compress",
+    "AlternatingCallback", "alternating_compress",
 ]
