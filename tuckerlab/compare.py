@@ -138,9 +138,9 @@ def _rest(grid: Grid) -> int:
     return grid.epochs - grid.pretrain_epochs
 
 
-def _decompose(rank: Callable[[str], str], label: str, paper: str) -> MethodRecipe:
+def _decompose(rank: Callable[[str], str], label: str, paper: str, fmt: str = "tucker2") -> MethodRecipe:
     def argv(grid, budget, seed, dense, out):
-        return ["compress", str(dense), "--format", "tucker2", "--rank", rank(budget),
+        return ["compress", str(dense), "--format", fmt, "--rank", rank(budget),
                 "--finetune-epochs", str(_rest(grid)), "--lr", "0.02", "--schedule", "cosine",
                 *_common(grid, seed, out)]
 
@@ -191,6 +191,12 @@ def _batude(grid, budget, seed, dense, out):
             *_common(grid, seed, out)]
 
 
+def _lwiq(grid, budget, seed, dense, out):
+    # TT ranks by layer significance at the grid's budget, then the fine-tuning of the other decompose rows
+    return ["lwiq", str(dense), "--budget", budget, "--finetune-epochs", str(_rest(grid)), "--lr", "0.02",
+            "--schedule", "cosine", *_common(grid, seed, out)]
+
+
 METHODS: dict[str, MethodRecipe] = {
     "evbmf": _decompose(lambda b: f"fit:{b}:evbmf", "EVBMF + fine-tune", "Kim et al. 2016"),
     "budget": _decompose(lambda b: b, "budget solver + fine-tune", "Idelbayev & Carreira-Perpinan 2020"),
@@ -204,6 +210,11 @@ METHODS: dict[str, MethodRecipe] = {
     "admm-tucker2": _admm("tucker2"),
     "batude": MethodRecipe("BATUDE (tucker2)", "Yin et al. 2022", _batude,
                            lambda g: f"{g.pretrain_epochs} dense + {max(1, _rest(g) - 2)} BATUDE + 2 fine-tune"),
+    "lwiq": MethodRecipe("LWIQ (tt)", "Liu et al. 2024", _lwiq,
+                         lambda g: f"{g.pretrain_epochs} dense + {_rest(g)} fine-tune"),
+    # the proxy-based TT rank search LWIQ is compared with (its rank search time is in the table too)
+    "proxy-search": _decompose(lambda b: f"proxy_search:{b}", "proxy search (tt) + fine-tune",
+                               "Liu et al. 2024 (baseline)", fmt="tt"),
 }
 
 

@@ -11,6 +11,10 @@
   optimisation of Tucker-2 ranks per layer (Kim, Lee & Choe, 2020) or of one
   global factor scaling per-layer ranks; :class:`DoubleBayesianRanks`, TT-LC's
   "double Bayesian" choice built on it.
+- :class:`LWIQRanks`: TT ranks from each layer's significance, measured by
+  a classifier imprinted on its features, times one factor fitted to a
+  budget (Liu et al., 2024); :class:`ProxySearchRanks`, the proxy-based
+  search it is compared with (:mod:`~tuckerlab.rank.lwiq`).
 - :mod:`~tuckerlab.rank.selectors`: the one protocol every rank choice
   follows, ``selector.select(model, format, layers, context) -> {layer:
   rank}``, where the context gives the data so a selector may look at
@@ -25,6 +29,18 @@ Ranks are written as :mod:`tuckerlab.formats` writes them.
 from .bayesopt import BayesOptResult, GlobalFactorResult, bayesopt_global_factor, bayesopt_ranks, scale_rank
 from .budget import BudgetResult, solve_budget
 from .double_bayesian import DoubleBayesianRanks
+from .lwiq import (
+    Allocation,
+    LWIQRanks,
+    LWIQScores,
+    ProxySearchRanks,
+    allocate_ranks,
+    imprint_accuracy,
+    imprint_weights,
+    layer_significance,
+    pool_features,
+    training_splits,
+)
 from .evbmf import EVBMFResult, evb_tau, evb_threshold, evbmf
 from .rules import (
     METHODS,
@@ -59,6 +75,8 @@ __all__ = [
     "solve_budget", "BudgetResult",
     "bayesopt_ranks", "bayesopt_global_factor", "BayesOptResult", "GlobalFactorResult", "scale_rank",
     "DoubleBayesianRanks",
+    "LWIQRanks", "ProxySearchRanks", "LWIQScores", "Allocation", "pool_features", "imprint_weights",
+    "imprint_accuracy", "layer_significance", "allocate_ranks", "training_splits",
     "RankSelector", "SelectionContext", "register_selector", "selector_names", "as_selector",
     "UniformRank", "FixedRanks", "RuleRanks", "SpectralRanks", "BudgetRanks", "BayesOptRanks",
     "from_spec", "SPEC_HELP",
