@@ -22,6 +22,18 @@ built from projections onto a compressed format
   pipeline), the factorized model (from the factors of the last projection
   when the method keeps them), its accuracy, optional fine-tuning.
 
+Data-parallel runs (``torchrun``, :mod:`tuckerlab.train.distributed`): every
+process runs the same projections and rank selections, and rank 0's result
+then replaces the others' (:meth:`ProjectionCallback._sync_ranks`,
+:meth:`ProjectionCallback._sync_tensors`), so the layers, ranks, projected
+targets, dual variables, warm starts and a rank selector's state (all of the
+callback's ``state_dict``) are the same on every process, bit for bit, even
+where decompositions on different GPUs differ in their last bits or a rank
+selector looks at each process's own data. Every process computing (rather
+than rank 0 alone) costs no wall time, since the others would wait, and
+keeps any collective inside a selector matched. The factorized model is rank
+0's on every process too. In a single process all of this is a no-op.
+
 A new method subclasses :class:`ProjectionCallback` (its anchors and
 updates) and calls :func:`run_method`; see ``methods/lc.py`` for the shape.
 
@@ -48,6 +60,7 @@ from torch import nn
 
 from tuckerlab.projection import Projector, to_factorized
 from tuckerlab.train import Callback, History, IncompatibleCheckpointError, evaluate, fit
+from tuckerlab.train import distributed as _dist
 
 __all__ = ["ProjectionCallback", "MethodResult", "run_method", "RANK_UPDATES", "LayerChoice"]
 
@@ -64,6 +77,63 @@ def _check_positive_int(value, name: str, low: int = 1) -> int:
 def _metric(logs: Mapping | None, key: str) -> float:
     """``logs[key]`` as a float, NaN without logs."""
     return float(logs[key]) if logs else math.nan
+
+
+def _sync_model(model: nn.Module) -> None:
+    """Rank 0's parameters and buffers in ``model`` on every process, in place (no-op in a single process)."""
+    if not _dist.current().enabled:
+        return
+    state = model.state_dict()
+    got = _dist.broadcast_tensors(state)
+    bad = sorted(k for k in state if got.get(k) is not state[k])
+    if bad or set(got) != set(state):
+        raise RuntimeError(f"the processes built compressed models of different shapes ({', '.join(bad) or 'names'}); "
+                           "their ranks should have been synchronised before")
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a tensor sits in a structure sent by :func:`_rank0_nested`."""
+
+    path: str
+
+
+def _rank0_nested(obj):
+    """Rank 0's ``obj`` (dicts, lists and tuples of tensors and plain values) on every process.
+
+    A collective; ``obj`` itself in a single process. Tensors arrive where
+    this process keeps its own tensor of that place (copies: this process's
+    are not overwritten), else on the device collectives use.
+    """
+    info = _dist.current()
+    if not info.enabled:
+        return obj
+    tensors: dict[str, torch.Tensor] = {}
+
+    def strip(x, path):
+        if isinstance(x, torch.Tensor):
+            tensors[path] = x
+            return _Slot(path)
+        if isinstance(x, Mapping):
+            return {k: strip(v, f"{path}/{k}") for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return type(x)(strip(v, f"{path}/{i}") for i, v in enumerate(x))
+        return x
+
+    skeleton = strip(obj, "")
+    skeleton = _dist.broadcast_object(skeleton if info.is_main else None)
+    got = _dist.broadcast_tensors(tensors if info.is_main else {k: t.clone() for k, t in tensors.items()})
+
+    def fill(x):
+        if isinstance(x, _Slot):
+            return got[x.path]
+        if isinstance(x, Mapping):
+            return {k: fill(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return type(x)(fill(v) for v in x)
+        return x
+
+    return fill(skeleton)
 
 
 def _shrink(old, new):
@@ -111,6 +181,10 @@ class ProjectionCallback(Callback):
     projection and :meth:`_update_ranks` before later ones, use
     :meth:`_quadratic` in :meth:`penalty`, and :meth:`_base_state` /
     :meth:`_load_base_state` in their ``state_dict`` / ``load_state_dict``.
+    What each projection computes from the weights (targets, duals, split
+    variables) goes through :meth:`_sync_tensors`, so that every process of
+    a data-parallel run holds rank 0's values (ranks are synchronised by
+    :meth:`_choose_ranks` and :meth:`_update_ranks`).
 
     Parameters
     ----------
@@ -233,6 +307,7 @@ class ProjectionCallback(Callback):
         if self.selector is not None and self.projector is None:
             self.projector = self._select(trainer)
             self._cache = None
+        self._sync_ranks()
 
     def _update_ranks(self, trainer) -> None:
         """With ``rank_update="shrink"``: the elementwise minimum of the current and the proposed ranks."""
@@ -245,6 +320,7 @@ class ProjectionCallback(Callback):
             {n: _shrink(s.rank, proposed[n].rank) for n, s in self.projector.items()}
         ).validate(trainer.model)
         self._cache = None
+        self._sync_ranks()
 
     def _decompose(self, tensors: Mapping[str, torch.Tensor]) -> dict:
         """The projector's decompositions of ``tensors``, warm-started from the previous projection.
@@ -253,7 +329,7 @@ class ProjectionCallback(Callback):
         from the last factors reaches the same fixed point in fewer sweeps.
         """
         decompositions = self.projector.decompose_tensors(tensors, warm=self.warm)
-        self.warm = self.projector.warm_starts(decompositions)
+        self.warm = _rank0_nested(self.projector.warm_starts(decompositions))  # checkpointed: rank 0's
         return decompositions
 
     def _warm_from(self, projections: Mapping[str, torch.Tensor] | None) -> None:
@@ -263,7 +339,7 @@ class ProjectionCallback(Callback):
         the subspaces the lost factors spanned, and HOOI continues as it would have.
         """
         if self.warm is None and projections is not None and self.projector is not None:
-            self.warm = self.projector.warm_starts(self.projector.decompose_tensors(projections))
+            self.warm = _rank0_nested(self.projector.warm_starts(self.projector.decompose_tensors(projections)))
 
     def _quadratic(self, model: nn.Module, anchors: list[torch.Tensor], weight: float) -> torch.Tensor:
         """``weight/2 * sum_l ||W_l - anchors_l||^2``, fused over the layers."""
@@ -288,6 +364,44 @@ class ProjectionCallback(Callback):
 
             tqdm.write(line)
 
+    # ------------------------------------------------- data-parallel runs
+    def _sync_ranks(self) -> None:
+        """Rank 0's layers, formats and ranks on every process (a collective; no-op in a single process).
+
+        Called after every rank choice or update, so that a selector giving
+        other ranks on another process (its own data, a last-bit difference
+        in a spectrum) cannot make the processes project differently.
+        """
+        if not _dist.current().enabled:
+            return
+        specs = _dist.broadcast_object(None if self.projector is None else dict(self.projector.specs))
+        if specs is None:
+            if self.projector is not None:
+                raise RuntimeError("rank 0 has no layers and ranks yet where this process has")
+        elif self.projector is None or specs != self.projector.specs:
+            self.projector = Projector(specs)
+            self._cache = None
+        if hasattr(self.selector, "state_dict") and hasattr(self.selector, "load_state_dict"):
+            state = _rank0_nested(self.selector.state_dict())  # e.g. a factor found once, used by later proposals
+            if not _dist.current().is_main:
+                self.selector.load_state_dict(state)
+
+    def _sync_tensors(self, **groups: Mapping[str, torch.Tensor] | None) -> None:
+        """Rank 0's values written in place into each group's tensors (a collective; no-op in a single process).
+
+        ``groups`` are the method's state dicts (``targets=...``, ``Z=...``,
+        ``U=...``), each ``{layer name: tensor}``; ranks are synchronised
+        before, so the shapes agree on every process. One broadcast for all.
+        """
+        if not _dist.current().enabled:
+            return
+        flat = {f"{g}/{n}": t for g, tensors in groups.items() if tensors is not None for n, t in tensors.items()}
+        got = _dist.broadcast_tensors(flat)
+        bad = sorted(k for k in set(flat) | set(got) if got.get(k) is not flat.get(k))
+        if bad:
+            raise RuntimeError(f"{self.method_name}: the processes hold different layers or shapes ({', '.join(bad)}); "
+                               "their ranks should have been synchronised before")
+
     # ----------------------------------------------------- for the driver
     def final_decompositions(self) -> dict | None:
         """Factors of the last projection of the final weights, if the method keeps them (None: decompose W)."""
@@ -306,6 +420,8 @@ class ProjectionCallback(Callback):
         if self.projector is not None:
             self.projector = self.projector.validate(trainer.model)
         self._cache = None
+        self._sync_ranks()  # ranks read off the weights before training, once per process
+        self._config = _dist.broadcast_object(self._config)  # with them, what a checkpoint is checked against
 
     # -------------------------------------------------------------- state
     def _base_state(self) -> dict:
@@ -561,6 +677,8 @@ def run_method(
     _check_positive_int(epochs, "epochs", 0)
     _check_positive_int(finetune_epochs, "finetune_epochs", 0)
     fit_kwargs = dict(fit_kwargs or {})
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: join now, evaluate on this process's GPU
+        device = _dist.setup(device)[1]
     dense = copy.deepcopy(model) if callback is not None else model
     projector = specs if callback is None else callback.projector
     if projector is not None:  # every rank, and the compressed model's form, checked before training
@@ -587,6 +705,7 @@ def run_method(
             selection = callback.layers  # the layers a selector ranked (None for given specs)
         compressed, report = to_factorized(dense, projector, execution=execution, input_size=input_size,
                                            decompositions=decompositions, selection=selection)
+        _sync_model(compressed)  # rank 0's factors on every process (decompositions may differ in the last bits)
         accuracy_compressed = evaluate(compressed, data, device=device)["accuracy"]
         finetune_history = accuracy_finetuned = None
         if finetune_epochs > 0:

@@ -308,6 +308,7 @@ class ADMMCallback(ProjectionCallback):
         weights = self.projector.weights(model)
         with torch.no_grad():
             z = self.projector.reconstruct(self._decompose(weights), weights)
+        self._sync_tensors(Z=z)  # rank 0's on every process
         self._set_variables(z, {n: torch.zeros_like(t) for n, t in z.items()})
         self._record(trainer, epoch, 0.0, None, time.perf_counter() - t0)
 
@@ -328,6 +329,7 @@ class ADMMCallback(ProjectionCallback):
             self.rho = self._next_rho(rho)
             if self.rescale_dual and self.rho != rho:
                 torch._foreach_mul_(u_new, rho / self.rho)
+            self._sync_tensors(Z=z, U=dict(zip(names, u_new)))  # rank 0's on every process
             moved = torch.stack(
                 [torch.linalg.vector_norm(d.double()) for d in torch._foreach_sub(z_new, z_old)]
             ).cpu().tolist()

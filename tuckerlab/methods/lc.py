@@ -326,6 +326,7 @@ class LCCallback(ProjectionCallback):
                 else:
                     for n in names:
                         self.lam[n].sub_(self.mu * (weights[n] - self.targets[n]))
+        self._sync_tensors(targets=self.targets, multipliers=self.lam)  # rank 0's on every process
         self._anchors = None
 
     def _initial_c_step(self, trainer, epoch: int) -> None:
