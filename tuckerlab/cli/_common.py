@@ -211,10 +211,16 @@ def sibling(model_file, suffix: str) -> Path:
 
 
 def write_compressed(out: Path, result, info: dict, dataset: str, prov: dict, extra: dict | None = None) -> None:
-    """Save a compressed model and ``results.json`` (with provenance), print the report and summary."""
+    """Save a compressed model and ``results.json`` (with provenance), print the report and summary.
+
+    Under ``torchrun`` only rank 0 writes and prints (every process holds the same result).
+    """
     from tuckerlab.results import provenance, write_results
     from tuckerlab.serialization import compression_of, save_model
+    from tuckerlab.train.distributed import current
 
+    if not current().is_main:
+        return
     save_model(out / "model.pt", result.model, arch=info["arch"], num_classes=info["num_classes"],
                in_channels=info["in_channels"], compression=compression_of(result.report),
                extra={"dataset": dataset, **(extra or {})})

@@ -32,6 +32,7 @@ def cmd_admm(args: argparse.Namespace) -> int:
         raise ValueError("admm with --from-scratch trains a fresh --model ARCH: give no model file")
     from_scratch = not args.model_file
     model, info, dataset, data = starting_model(args, from_scratch=from_scratch)
+    from_scratch = from_scratch and not args.pretrained  # torchvision's trained weights: a trained start
     fmt = args.format or default_of(admm_compress, "format")
     out = Path(args.out) if args.out else (
         sibling(args.model_file, f"-admm-{fmt}") if args.model_file

@@ -23,6 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tuckerlab.results import Stopwatch, provenance, write_results
     from tuckerlab.serialization import save_model
     from tuckerlab.train import evaluate, fit
+    from tuckerlab.train.distributed import current
 
     out = Path(args.out or f"runs/{args.model}-{args.data}")
     data = load_dataset(args.data, root=args.data_root)
@@ -33,6 +34,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with Stopwatch() as clock:
         history = fit(model, data, checkpoint_dir=out / "checkpoints", resume=not args.restart, **kwargs)
     test = evaluate(model, data, device=kwargs["device"])
+    if not current().is_main:  # under torchrun every process holds the same model: rank 0 writes and reports
+        return 0
     summary = _model_summary(model, data.image_shape)
     save_model(out / "model.pt", model, arch=args.model, num_classes=data.num_classes,
                in_channels=data.image_shape[0], extra={"dataset": args.data, **summary})
