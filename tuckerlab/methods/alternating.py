@@ -725,6 +725,7 @@ def alternating_compress(
     schedule_kwargs: Mapping | None = None,
     skip=None,
     projection_options: Mapping | None = None,
+    from_scratch: bool = False,
     finetune_epochs: int = 5,
     finetune_lr: float = 0.005,
     finetune_schedule: str | Callable[[int], float] = "cosine",
@@ -775,6 +776,9 @@ def alternating_compress(
         Convolutions left dense.
     projection_options : mapping, optional
         HOOI options of every Tucker step and of the final model.
+    from_scratch : bool
+        The model is an untrained initialisation: no reference test accuracy
+        (the accuracy checks then compare with the untrained network).
     finetune_epochs, finetune_lr, finetune_schedule, finetune_schedule_kwargs
         The short fine-tuning of the compressed model (0 epochs: none).
     execution, device, seed, checkpoint_dir, resume, callbacks, progress
@@ -843,7 +847,8 @@ def alternating_compress(
     inner = make_schedule(schedule, lr=lr, epochs=epochs_per_round, steps_per_epoch=spe, kwargs=schedule_kwargs)
     result = run_method(
         model, split.train, callback, method="alternating", phase="alternating", epochs=rounds * epochs_per_round,
-        lr=lr, schedule=LStepSchedule(inner, epochs_per_round * spe), finetune_epochs=finetune_epochs,
+        lr=lr, schedule=LStepSchedule(inner, epochs_per_round * spe), from_scratch=from_scratch,
+        finetune_epochs=finetune_epochs,
         finetune_lr=finetune_lr, finetune_schedule=finetune_schedule,
         finetune_schedule_kwargs=finetune_schedule_kwargs, execution=execution, device=device, seed=seed,
         checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks, progress=progress,
