@@ -15,6 +15,7 @@ Examples
     tuckerlab evaluate runs/r20-tucker2/model.pt
     tuckerlab admm     --model resnet32 --format tt --rank params:0.33 --epochs 200 --finetune-epochs 200
     tuckerlab batude   runs/r20/model.pt --budget macs:0.4 --epochs 30 --finetune-epochs 30
+    tuckerlab alternating runs/r20/model.pt --epsilon 1.0 --target-params 0.3 --finetune-epochs 5
     tuckerlab lwiq     runs/r20/model.pt --budget params:0.3 --finetune-epochs 5
     tuckerlab info     --model resnet56
     tuckerlab demo
@@ -35,13 +36,13 @@ import os
 import sys
 from typing import Sequence
 
-from . import admm, batude, compare, deploy, lc, lwiq, train
+from . import admm, alternating, batude, compare, deploy, lc, lwiq, train
 from ._common import check_rank
 
 __all__ = ["main", "build_parser"]
 
 #: The modules that add sub-commands, in the order of ``tuckerlab --help``.
-COMMANDS = (train, lc, admm, batude, lwiq, deploy, compare)
+COMMANDS = (train, lc, admm, batude, alternating, lwiq, deploy, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
