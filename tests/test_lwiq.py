@@ -172,6 +172,13 @@ def test_a_second_budget_reuses_the_cached_scores():
             model.conv2.weight.mul_(0.5)  # new weights: new scores
         sel.select(model, fmt, layers, ctx)
         assert len(calls) > n and sel.forward_passes == 2
+        # a copy made before any scores exist shares them once they do
+        fresh = LWIQRanks("params:0.5", **SMALL)
+        twin = fresh.with_budget("macs:0.5")
+        fresh.select(model, fmt, layers, ctx)
+        n = len(calls)
+        twin.select(model, fmt, layers, ctx)
+        assert len(calls) == n
 
 
 # --------------------------------------------------------------- splits

@@ -613,7 +613,8 @@ class LWIQRanks(RankSelector):
             accuracy={n: acc(feats[n]) for n in names}, input_accuracy=acc(inputs),
             calibration_images=n_cal, held_out_images=len(held),
             feature_sizes={n: int(feats[n][0].shape[1]) for n in names}, seconds=time.perf_counter() - start)
-        self._cache = {key: scores}  # one model at a time: the last one's scores
+        self._cache.clear()  # one model at a time: the last one's scores (shared with with_budget's copies)
+        self._cache[key] = scores
         self.forward_passes += 1
         return scores
 
@@ -670,6 +671,18 @@ class ProxySearchRanks(RankSelector):
         Score of every candidate, in order.
     best_score : float or None
     allocation : Allocation or None
+
+    Notes
+    -----
+    Liu et al. (2024) compare LWIQ with "the state-of-the-art proxy-based
+    automatic tensor rank selection method" without naming it in the
+    abstract; this search is a stand-in of that kind, not that method.
+
+    References
+    ----------
+    M. Liu, P. Sun, S. Ren, S. Luo, Y. Yu and Y. Bai, "An Adaptive
+    Tensor-Train Decomposition Approach for Efficient Deep Neural Network
+    Compression", arXiv:2408.01534, 2024.
     """
 
     name = "proxy_search"

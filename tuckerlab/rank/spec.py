@@ -12,6 +12,13 @@ specification       meaning
 ``bayesopt[:N]``    Bayesian optimisation with ``N`` trials per search
                     (per-layer Tucker-2 ranks for ``tucker2``, a global factor
                     on EVBMF ranks for the other formats)
+``lwiq:M:T[:P]``    LWIQ: TT ranks from imprinted layer significance times
+                    one factor meeting the ``M`` (``params``/``macs``)
+                    budget ``T``, features pooled to ``P`` values
+                    (:class:`~tuckerlab.rank.LWIQRanks`)
+``proxy_search``    ``proxy_search:M:T[:N]``, the proxy-based search LWIQ is
+                    compared with, ``N`` candidates
+                    (:class:`~tuckerlab.rank.ProxySearchRanks`)
 ``NAME[:ARG]``      any selector registered with
                     :func:`~tuckerlab.rank.selectors.register_selector`
 ``8,8``             one literal rank for every layer (``8`` for CP;
