@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import single_thread, tiny_data
 from torch import nn
 
-from tiny import single_thread, tiny_data
 from tuckerlab import compress_model
 from tuckerlab.formats import get_format
 from tuckerlab.layer_selection import select_layers

@@ -1,10 +1,18 @@
-"""``tuckerlab lwiq``: TT ranks from layer-wise imprinting quantitation, decomposition, fine-tuning (Liu et al., 2024)."""
+"""``tuckerlab lwiq``: TT ranks by layer-wise imprinting quantitation, decomposed and fine-tuned (Liu et al., 2024)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ._common import add_common, add_training_options, default_of, given, load_dense, sibling, train_kwargs
+from ._common import (
+    add_common,
+    add_training_options,
+    default_of,
+    given,
+    load_dense,
+    sibling,
+    train_kwargs,
+)
 
 _FLAGS = {"pool_size": "pool_size", "pooling": "pooling", "significance": "significance", "floor": "floor",
           "calibration": "calibration", "held_out": "held_out", "min_rank": "min_rank"}

@@ -221,7 +221,8 @@ def layer_significance(accuracies: Mapping[str, float], input_accuracy: float = 
     acc = np.array([float(accuracies[n]) for n in names])
     gains = np.diff(np.concatenate([[float(input_accuracy)], acc]))
     raw = {"gain": np.clip(gains, 0.0, None), "accuracy": acc,
-           "softmax": np.exp((gains - gains.max(initial=0.0)) / temperature), "uniform": np.ones(len(names))}[significance]
+           "softmax": np.exp((gains - gains.max(initial=0.0)) / temperature),
+           "uniform": np.ones(len(names))}[significance]
     top = raw.max(initial=0.0)
     scaled = raw / top if top > 0 else np.ones(len(names))
     return {n: float(max(s, floor)) for n, s in zip(names, scaled)}
@@ -537,7 +538,7 @@ class LWIQRanks(RankSelector):
         self.allocation: Allocation | None = None
         self.seconds: dict = {}
 
-    def with_budget(self, budget) -> "LWIQRanks":
+    def with_budget(self, budget) -> LWIQRanks:
         """The same selector at another budget, sharing the cached scores (only the bisection runs again)."""
         other = copy.copy(self)
         other.budget = _parse_budget(budget)
