@@ -6,12 +6,11 @@ import dataclasses
 import itertools
 import math
 
-import numpy as np
 import pytest
+import torch
 from test_batude import net
 from test_lc import same_state, without_times
 from tiny import Interrupt, tiny_data
-import torch
 
 from tuckerlab.formats import get_format
 from tuckerlab.formats._spectra import tucker2_tails
@@ -153,7 +152,7 @@ def test_held_out_split_is_seeded_disjoint_from_training_and_never_the_test_set(
     assert torch.equal(split.validation.x_test, data.x_train[split.val_indices])
     assert torch.equal(split.train.x_train, data.x_train[split.train_indices])
     assert torch.equal(split.train.x_test, data.x_test) and split.validation.num_images("train") == 0
-    flat = lambda x: {bytes(row.numpy()) for row in x.reshape(len(x), -1)}  # noqa: E731
+    flat = lambda x: {bytes(row.numpy()) for row in x.reshape(len(x), -1)}
     assert not flat(split.validation.x_test) & flat(data.x_test)
     assert not flat(split.validation.x_test) & flat(split.train.x_train)
     same = holdout_split(data, 0.25, seed=3)

@@ -30,7 +30,10 @@ method alternates, in *rounds*:
 
    and HOOI started from the HOSVD only lowers the error, so the pair of
    least cost whose bound is at most ``delta_l^2 ||W_l||^2`` keeps the
-   tolerance (:func:`tuckerlab.formats._spectra.tucker2_tails`);
+   tolerance (:func:`tuckerlab.formats._spectra.tucker2_tails`). A layer
+   whose ranks did not change starts HOOI from its last factors instead,
+   nearer the fixed point but without that guarantee; the log keeps the
+   bound and the actual error side by side;
 3. **accuracy check**: the decomposed network (``W_l`` replaced by ``T_l``)
    is evaluated on a validation split held out from the *training* set
    (:func:`holdout_split`; the test set is never looked at, and the training
@@ -90,7 +93,14 @@ from tuckerlab.formats._spectra import tail_at, tucker2_tails
 from tuckerlab.train import Callback, evaluate, make_schedule
 from tuckerlab.train import distributed as _dist
 
-from ._base import LayerChoice, MethodResult, ProjectionCallback, _check_positive_int, _metric, run_method
+from ._base import (
+    LayerChoice,
+    MethodResult,
+    ProjectionCallback,
+    _check_positive_int,
+    _metric,
+    run_method,
+)
 from .batude import Budget, _smallest, _tables, check_budget, parse_budget
 from .lc import LStepSchedule, _check_mu, _steps_per_epoch
 
@@ -532,7 +542,8 @@ class AlternatingCallback(ProjectionCallback):
             self.frozen, action = True, "budget"
         self._tucker(trainer, ranks)
         acc = self._val_accuracy(trainer, self.targets)
-        self._record(trainer, epoch, None, 0.0, action, None, None, acc, math.nan, tails, time.perf_counter() - t0)
+        self._record(trainer, epoch, None, 0.0, action, None, None, acc, self.reference, tails,
+                     time.perf_counter() - t0)
 
     def _round_step(self, trainer, epoch: int, logs) -> dict:
         t_start = time.perf_counter()
