@@ -212,3 +212,16 @@ def test_a_diverging_lc_run_keeps_its_last_good_checkpoint(tmp_path):
         saved = torch.load(ck / "lc" / "last.pt", weights_only=True)
         assert saved["epoch"] == err.last_good_epoch
         assert all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, tmp_path, capsys):
+    import tuckerlab.cli.train as train_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "cmd_train", interrupted)
+    assert run(["train", "--data", "synthetic", "--epochs", "1", "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "interrupted" in err and str(tmp_path / "run") in err and "run the same command again" in err
