@@ -1,11 +1,13 @@
 """Measured latency of factorized layers, per device, and the fastest execution of each.
 
-Fewer MACs is not less time: a Tucker-2 ResNet-20 at half the MACs runs
-slower than the dense network at batch 128 on a CPU, because its small 1x1
-convolutions are memory-bound and each stage is one more pass over the
-activations, while at batch 1 it is faster. Which execution of a layer is
-fastest depends on the device, the batch size, the layer's shape and its
-rank, so this module measures it:
+Fewer MACs is not less time: each stage of a factorized chain is one more
+kernel call and one more pass over the activations, and small 1x1
+convolutions are memory-bound. On a 2-core CPU (channels_last), a Tucker-2
+ResNet-20 at half the MACs was measured 1.4x *slower* than the dense network
+at batch 1 and 0.82x of its time at batch 128 (the chapter "Factorized
+convolutions" shows the run). Which execution of a layer is fastest depends
+on the device, the batch size, the layer's shape and its rank, so this
+module measures it:
 
 :func:`choose_execution`
     times, for every factorized layer of a model, its factorized chain, its
