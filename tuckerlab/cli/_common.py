@@ -204,6 +204,30 @@ def starting_model(args: argparse.Namespace, from_scratch: bool):
     return model, info, dataset, data
 
 
+def method_start(args: argparse.Namespace, suffix: str):
+    """Where a training method's command starts: ``(model, info, dataset, data, from_scratch, out)``.
+
+    Without a model file the method starts from a fresh ``--model``
+    (:func:`starting_model`); torchvision's pretrained weights count as a
+    trained start. ``out`` is ``--out``, else a folder named with ``suffix``
+    next to the model file's, or ``runs/ARCH-DATA-SUFFIX``.
+    """
+    from_scratch = not args.model_file
+    model, info, dataset, data = starting_model(args, from_scratch=from_scratch)
+    from_scratch = from_scratch and not args.pretrained  # torchvision's trained weights: a trained start
+    out = Path(args.out) if args.out else (
+        sibling(args.model_file, f"-{suffix}") if args.model_file
+        else Path(f"runs/{info['arch']}-{dataset}-{suffix}"))
+    return model, info, dataset, data, from_scratch, out
+
+
+def step_schedule(args: argparse.Namespace, common: dict) -> None:
+    """``--milestones``/``--gamma``, when given, as the step schedule's settings in ``common``."""
+    step_kwargs = given(args, {"milestones": "milestones", "gamma": "gamma"})
+    if step_kwargs:
+        common["schedule_kwargs"] = step_kwargs
+
+
 def sibling(model_file, suffix: str) -> Path:
     """The folder next to the one holding ``model_file``, its name suffixed (``runs/r20`` -> ``runs/r20-tt``)."""
     parent = Path(model_file).parent

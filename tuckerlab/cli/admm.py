@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ._common import (
     add_common,
@@ -12,9 +11,9 @@ from ._common import (
     given,
     method_kwargs,
     method_provenance,
+    method_start,
     rank_help,
-    sibling,
-    starting_model,
+    step_schedule,
     write_compressed,
 )
 
@@ -30,22 +29,15 @@ def cmd_admm(args: argparse.Namespace) -> int:
 
     if args.model_file and args.from_scratch:
         raise ValueError("admm with --from-scratch trains a fresh --model ARCH: give no model file")
-    from_scratch = not args.model_file
-    model, info, dataset, data = starting_model(args, from_scratch=from_scratch)
-    from_scratch = from_scratch and not args.pretrained  # torchvision's trained weights: a trained start
     fmt = args.format or default_of(admm_compress, "format")
-    out = Path(args.out) if args.out else (
-        sibling(args.model_file, f"-admm-{fmt}") if args.model_file
-        else Path(f"runs/{info['arch']}-{dataset}-admm-{fmt}"))
+    model, info, dataset, data, from_scratch, out = method_start(args, f"admm-{fmt}")
     common = method_kwargs(args, out)
     common.update(given(args, _FLAGS))
     common.setdefault("rank", "params:0.33")
     for key in ("epochs", "lr", "rho", "finetune_lr"):
         common.setdefault(key, RECIPE[key])
     common.update(rescale_dual=args.rescale_dual, include_linear=args.include_linear)
-    step_kwargs = given(args, {"milestones": "milestones", "gamma": "gamma"})
-    if step_kwargs:
-        common["schedule_kwargs"] = step_kwargs
+    step_schedule(args, common)
     result = admm_compress(model, data, from_scratch=from_scratch, **common)
     write_compressed(out, result, info, dataset, method_provenance(args, admm_compress, common, RECIPE, method=fmt,
                                                                    from_scratch=from_scratch))

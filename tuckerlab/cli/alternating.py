@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ._common import (
     add_common,
@@ -13,8 +12,7 @@ from ._common import (
     given,
     method_kwargs,
     method_provenance,
-    sibling,
-    starting_model,
+    method_start,
     write_compressed,
 )
 
@@ -73,12 +71,7 @@ def cmd_alternating(args: argparse.Namespace) -> int:
     if budget is not None:
         flags["budget"] = budget
     _check(args, flags)
-    from_scratch = not args.model_file
-    model, info, dataset, data = starting_model(args, from_scratch=from_scratch)
-    from_scratch = from_scratch and not args.pretrained  # torchvision's trained weights: a trained start
-    out = Path(args.out) if args.out else (
-        sibling(args.model_file, "-alternating") if args.model_file
-        else Path(f"runs/{info['arch']}-{dataset}-alternating"))
+    model, info, dataset, data, from_scratch, out = method_start(args, "alternating")
     common = method_kwargs(args, out)
     common.update(flags)
     for key in ("epsilon", "rounds", "epochs_per_round", "lr", "finetune_epochs", "finetune_lr"):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ._common import (
     add_common,
@@ -12,8 +11,8 @@ from ._common import (
     given,
     method_kwargs,
     method_provenance,
-    sibling,
-    starting_model,
+    method_start,
+    step_schedule,
     write_compressed,
 )
 from .admm import _update_every
@@ -35,18 +34,12 @@ def cmd_batude(args: argparse.Namespace) -> int:
             parse_budget(args.budget)  # checked before anything is loaded
         except ValueError as err:
             raise ValueError(f"--budget: {err}") from None
-    from_scratch = not args.model_file
-    model, info, dataset, data = starting_model(args, from_scratch=from_scratch)
-    from_scratch = from_scratch and not args.pretrained  # torchvision's trained weights: a trained start
-    out = Path(args.out) if args.out else (
-        sibling(args.model_file, "-batude") if args.model_file else Path(f"runs/{info['arch']}-{dataset}-batude"))
+    model, info, dataset, data, from_scratch, out = method_start(args, "batude")
     common = method_kwargs(args, out)
     common.update(given(args, _FLAGS))
     for key in ("budget", "epochs", "lr", "rho", "finetune_lr"):
         common.setdefault(key, RECIPE[key])
-    step_kwargs = given(args, {"milestones": "milestones", "gamma": "gamma"})
-    if step_kwargs:
-        common["schedule_kwargs"] = step_kwargs
+    step_schedule(args, common)
     result = batude_compress(model, data, from_scratch=from_scratch, **common)
     write_compressed(out, result, info, dataset, method_provenance(args, batude_compress, common, RECIPE,
                                                                    method="tucker2", from_scratch=from_scratch))
