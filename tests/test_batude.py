@@ -6,17 +6,18 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from test_lc import same_state, without_times
 from tiny import Interrupt, tiny_data
-import torch
 from torch import nn
 
 from tuckerlab.formats import get_format
 from tuckerlab.formats._spectra import unfold
 from tuckerlab.layer_selection import select_layers
 from tuckerlab.methods import BATUDECallback, batude_compress
-from tuckerlab.methods.batude import budget_ranks, parse_budget, threshold
+from tuckerlab.methods.batude import threshold
 from tuckerlab.metrics import count_macs, count_params
+from tuckerlab.rank.network_budget import budget_ranks, parse_budget
 from tuckerlab.train import Callback, fit
 
 FIT = dict(batch_size=16, device="cpu", progress=False)

@@ -40,7 +40,7 @@ def _budget(args: argparse.Namespace) -> str | None:
 def _check(args: argparse.Namespace, common: dict) -> None:
     """The settings checked before anything is loaded, each error naming its flag."""
     from tuckerlab.methods.alternating import RECIPE, _check_settings
-    from tuckerlab.methods.batude import parse_budget
+    from tuckerlab.rank.network_budget import parse_budget
 
     settings = {k: common.get(k, RECIPE.get(k)) for k in
                 ("epsilon", "beta", "tolerance", "tolerance_step", "rounds", "epochs_per_round")}

@@ -25,7 +25,8 @@ _FLAGS = {"budget": "budget", "epochs": "epochs", "rho": "rho", "rho_growth": "r
 def cmd_batude(args: argparse.Namespace) -> int:
     """Learn Tucker-2 ranks under a whole-network budget (BATUDE, Yin et al. 2022), decompose, fine-tune, save."""
     from tuckerlab.methods import batude_compress
-    from tuckerlab.methods.batude import RECIPE, parse_budget
+    from tuckerlab.methods.batude import RECIPE
+    from tuckerlab.rank.network_budget import parse_budget
 
     if args.model_file and args.from_scratch:
         raise ValueError("batude with --from-scratch trains a fresh --model ARCH: give no model file")
@@ -48,7 +49,8 @@ def cmd_batude(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     from tuckerlab.methods import batude_compress
-    from tuckerlab.methods.batude import ENERGIES, RECIPE, THRESHOLDS
+    from tuckerlab.methods.batude import RECIPE, THRESHOLDS
+    from tuckerlab.rank.network_budget import ENERGIES
 
     def default(name):
         return default_of(batude_compress, name, RECIPE)

@@ -53,7 +53,7 @@ ranks are decomposed again, and if even they now cost more than ``epsilon``
 the tolerance is tightened by the step (ranks may then grow). ``epsilon =
 0`` therefore never compresses a full-rank start. With a ``budget``
 (``"params:0.3"``, ``"macs:0.4"``, see
-:func:`~tuckerlab.methods.batude.parse_budget`), a try whose ranks meet it is
+:func:`~tuckerlab.rank.network_budget.parse_budget`), a try whose ranks meet it is
 bisected down to the smallest tolerance that does, and loosening stops there
 (it resumes only if a later check fails). The rounds stop when the ranks did
 not change in a round in which they could no longer shrink (budget met, the
@@ -90,6 +90,13 @@ import torch
 from torch import nn
 
 from tuckerlab.formats._spectra import tail_at, tucker2_tails
+from tuckerlab.rank.network_budget import (
+    Budget,
+    check_budget,
+    cost_tables,
+    parse_budget,
+    smallest_costs,
+)
 from tuckerlab.train import Callback, evaluate, make_schedule
 from tuckerlab.train import distributed as _dist
 
@@ -101,7 +108,6 @@ from ._base import (
     _metric,
     run_method,
 )
-from .batude import Budget, _smallest, _tables, check_budget, parse_budget
 from .lc import LStepSchedule, _check_mu, _steps_per_epoch
 
 __all__ = ["AlternatingCallback", "alternating_compress", "Holdout", "holdout_split", "tolerance_ranks", "RECIPE",
@@ -317,7 +323,7 @@ class AlternatingCallback(ProjectionCallback):
         / mean p)^beta``).
     budget : str or Budget, optional
         ``"params:0.3"``, ``"macs:0.4"``, ``"macs:2.5x"``, ``"params:150000"``:
-        where the shrinking stops (:func:`~tuckerlab.methods.batude.parse_budget`).
+        where the shrinking stops (:func:`~tuckerlab.rank.network_budget.parse_budget`).
     rounds : int
         Most rounds (training + Tucker step).
     epochs_per_round : int
@@ -445,7 +451,7 @@ class AlternatingCallback(ProjectionCallback):
         return {n: min(MAX_TOLERANCE, delta * (p[n] / mean) ** self.beta) for n in self.projector.names}
 
     def _rule(self, tails, delta: float, caps: Mapping | None) -> dict[str, tuple[int, int]]:
-        tables = _tables(self.selection, self._fmt, self._costs)
+        tables = cost_tables(self.selection, self._fmt, self._costs)
         k = self._metric_index()
         out = {}
         for n, tol in self._layer_tolerances(delta).items():
@@ -459,7 +465,7 @@ class AlternatingCallback(ProjectionCallback):
 
     def _totals(self, ranks) -> tuple[int, int]:
         """The whole network's ``(params, MACs)`` at ``ranks`` (the other layers at their dense cost)."""
-        tables = _tables(self.selection, self._fmt, self._costs)
+        tables = cost_tables(self.selection, self._fmt, self._costs)
         fixed = [float(t) - sum(float(i.dense_cost()[k]) for i in self.selection)
                  for k, t in enumerate((self.selection.total_params, self.selection.total_macs))]
         c = np.array([tables[n].at(*ranks[n]) for n in self.projector.names], dtype=np.float64).reshape(-1, 2).sum(0)
@@ -468,7 +474,7 @@ class AlternatingCallback(ProjectionCallback):
     def _meets(self, ranks) -> bool:
         if self.budget is None:
             return False
-        _, allowed, _ = _smallest(self.selection, _tables(self.selection, self._fmt, self._costs), self.budget)
+        _, allowed, _ = smallest_costs(self.selection, cost_tables(self.selection, self._fmt, self._costs), self.budget)
         return self._totals(ranks)[self._metric_index()] <= allowed
 
     def _to_budget(self, tails, lo: float, hi: float, caps) -> tuple[float, dict]:

@@ -99,7 +99,7 @@ def _choice(value, name: str, accepted) -> str:
 
 def _parse_budget(budget):
     """``budget`` read by the one budget parser of the package (``params:0.3``, ``macs:3x``, ``params:150000``)."""
-    from tuckerlab.methods.batude import parse_budget
+    from tuckerlab.rank.network_budget import parse_budget
 
     return parse_budget(budget, "budget")
 
@@ -471,7 +471,7 @@ class LWIQRanks(RankSelector):
     budget : str or Budget
         ``"params:T"`` or ``"macs:T"`` (``T`` in ``(0, 1]``, a fraction of
         the dense model), ``"params:3.2x"`` (a reduction factor) or
-        ``"params:N"`` (a count), as :func:`tuckerlab.methods.batude.parse_budget` reads it.
+        ``"params:N"`` (a count), as :func:`tuckerlab.rank.network_budget.parse_budget` reads it.
     pool_size : int
         The most values kept of each layer's output per image.
     pooling : {"avg", "channel"}
