@@ -38,6 +38,7 @@ MODULES = (
     "tuckerlab.export",
     "tuckerlab.rank",
     "tuckerlab.rank.selectors",
+    "tuckerlab.rank.network_budget",
     "tuckerlab.projection",
     "tuckerlab.methods",
     "tuckerlab.pipeline",
