@@ -7,16 +7,13 @@ with single-process runs made here.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-from tiny import make_image_folder
+from tiny import make_image_folder, torchrun
 
 from tuckerlab.train import CHECKPOINT_NAME, Trainer, fit, load_checkpoint
 from tuckerlab.train import distributed as tdist
@@ -118,19 +115,7 @@ def ranks(tmp_path_factory):
     """Run the worker on 2 processes; returns (what rank 0 saved, what rank 1 saved, their folder)."""
     out = tmp_path_factory.mktemp("ddp")
     folder = make_image_folder(out / "images", n_train=24, n_val=8)
-    script = out / "worker.py"
-    script.write_text(WORKER)
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out),
-         str(folder)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(WORKER, out, str(folder))
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
     return r0, r1, out

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -73,3 +77,24 @@ def make_image_folder(root, n_train=60, n_val=16, classes=4, seed=0):
                     img = img.convert("L")
                 img.save(folder / f"{i:03d}.png")
     return root
+
+
+def torchrun(worker: str, out: Path, *args: str, nproc: int = 2) -> None:
+    """Run the script text ``worker`` as ``worker.py OUT ARGS...`` under torchrun on ``nproc`` CPU processes.
+
+    The checkout and ``tests/`` are importable, any torchrun variables of
+    the calling process are dropped, and a failure shows the processes' output.
+    """
+    script = out / "worker.py"
+    script.write_text(worker)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script),
+         str(out), *args],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
